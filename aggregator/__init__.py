@@ -1,0 +1,3 @@
+"""aggregator package of fedgate."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""edge_client package of fedgate."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""firmware_sim package of fedgate."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""models package of fedgate."""
+
+from __future__ import annotations

@@ -1,0 +1,7 @@
+// Registration functions, one per bind_*.cpp file, called by module.cpp.
+#pragma once
+#include <pybind11/pybind11.h>
+
+namespace fedgate {
+void bind_cpu(pybind11::module_& m);
+}  // namespace fedgate

@@ -1,0 +1,10 @@
+// The single pybind11 module of fedgate: native._core. It is 1:1 with the C++ kernels and has no
+// policy; the Python modules of the native package validate every argument first.
+#include <pybind11/pybind11.h>
+
+#include "bindings.hpp"
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fedgate C++ kernels (private: import native.mask / native.quant instead)";
+    fedgate::bind_cpu(m);
+}

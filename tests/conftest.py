@@ -1,0 +1,31 @@
+"""Shared fixtures: where the read-only shared data lives, and its absence handled as a clean skip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The project's shared folder: $FEDGATE_SHARED, or ``../shared`` beside the checkout."""
+    return Path(os.environ.get("FEDGATE_SHARED", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    path = shared_dir() / "vectors"
+    if not path.is_dir():
+        pytest.skip(f"test vectors not found at {path} (set FEDGATE_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mitdb_dir() -> Path:
+    path = shared_dir() / "data" / "mitdb"
+    if not (path / "101.hea").is_file():
+        pytest.skip(f"MIT-BIH records not found at {path} (set FEDGATE_SHARED)")
+    return path
