@@ -40,6 +40,10 @@ class ResourceError(NativeError, MemoryError):
     """A requested size cannot be allocated or exceeds a configured limit."""
 
 
+class TransportError(FedgateError, ConnectionError):
+    """The message broker could not be reached or refused the connection."""
+
+
 class ConfigError(FedgateError, ValueError):
     """A configuration file, flag or environment variable is invalid."""
 
