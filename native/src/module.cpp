@@ -7,4 +7,7 @@
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fedgate C++ kernels (private: import native.mask / native.quant instead)";
     fedgate::bind_cpu(m);
+    fedgate::bind_mask(m);
+    fedgate::bind_quant(m);
+    fedgate::bind_pack(m);
 }

@@ -1,0 +1,150 @@
+// Clipping, stochastic quantization and dequantization. The arithmetic is IEEE double with one
+// rounding per operation and no fused multiply-add pattern (a*b+c) anywhere, so the scalar loop,
+// the SIMD loops and other clients agree bit for bit.
+#include "fedgate/quant.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "fedgate/chacha20.hpp"
+#include "fedgate/cpu.hpp"
+#include "fedgate/ring.hpp"
+
+namespace fedgate {
+namespace {
+
+constexpr std::size_t kChunk = 2048;  // elements per keystream chunk (8 KiB of uint32 words)
+
+template <typename T>
+void quantize_scalar(const float* x, const std::uint32_t* w, std::size_t n,
+                     const detail::QuantConsts& c, T* out, bool* bad) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const double xd = x[i];
+        if (!std::isfinite(xd)) *bad = true;
+        double v = (std::min(std::max(xd, -c.clip), c.clip) + c.clip) * c.scale;
+        v = std::min(v, c.top);
+        const double f = std::floor(v);
+        const double u = static_cast<double>(w[i]) * 0x1p-32;
+        const double q = f + (u < v - f ? 1.0 : 0.0);
+        out[i] = static_cast<T>(static_cast<std::uint32_t>(q));
+    }
+}
+
+template <typename T>
+std::size_t quantize_simd(const float* x, const std::uint32_t* w, std::size_t n,
+                          const detail::QuantConsts& c, T* out, bool* bad) {
+#if defined(__x86_64__)
+    const SimdLevel level = simd_level();
+    if constexpr (sizeof(T) == 2) {
+        if (level == SimdLevel::avx512) return detail::quantize_avx512_u16(x, w, n, c, out, bad);
+        if (level == SimdLevel::avx2) return detail::quantize_avx2_u16(x, w, n, c, out, bad);
+    } else {
+        if (level == SimdLevel::avx512) return detail::quantize_avx512_u32(x, w, n, c, out, bad);
+        if (level == SimdLevel::avx2) return detail::quantize_avx2_u32(x, w, n, c, out, bad);
+    }
+#else
+    (void)x, (void)w, (void)n, (void)c, (void)out, (void)bad;
+#endif
+    return 0;
+}
+
+double check_clip(double clip) {
+    if (!(std::isfinite(clip) && clip > 0.0)) {
+        throw std::invalid_argument("clip must be a finite positive number");
+    }
+    return clip;
+}
+
+}  // namespace
+
+double l2_norm(const float* x, std::size_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (int j = 0; j < 8; ++j) {
+            const double v = x[i + j];
+            acc[j] += v * v;
+        }
+    }
+    for (int j = 0; i < n; ++i, ++j) {
+        const double v = x[i];
+        acc[j] += v * v;
+    }
+    const double total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return std::sqrt(total);
+}
+
+double clip_l2(const float* x, float* out, std::size_t n, double max_norm) {
+    if (!(max_norm > 0.0)) throw std::invalid_argument("max_norm must be positive");
+    const double norm = l2_norm(x, n);
+    if (!(norm > max_norm)) {  // also a zero vector, and NaN (refused by the Python face)
+        if (n != 0) std::memcpy(out, x, n * sizeof(float));
+        return norm;
+    }
+    // Rounding to float32 can push the norm a hair above max_norm; shrink until it is not.
+    double f = max_norm / norm;
+    for (int attempt = 0; attempt < 64; ++attempt, f *= 1.0 - 0x1p-20) {
+        for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(x[i] * f);
+        if (l2_norm(out, n) <= max_norm) return norm;
+    }
+    std::fill(out, out + n, 0.0f);
+    return norm;
+}
+
+template <typename T>
+std::size_t quantize(const float* x, std::size_t n, double clip, unsigned bits,
+                     const std::uint8_t seed[32], T* out) {
+    const double top = static_cast<double>(ring_mask<T>(bits));
+    const detail::QuantConsts consts{check_clip(clip), top / (2.0 * clip), top};
+    chacha20_check_range(0, static_cast<std::uint64_t>(n) * 4);
+    const ChachaKey key = chacha20_setup(seed, kLibsodiumDrgNonce);
+    alignas(64) std::uint32_t words[kChunk];
+    bool bad = false;
+    std::size_t n_bad = 0;
+    for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
+        const std::size_t len = std::min(kChunk, n - i0);
+        const auto counter = static_cast<std::uint32_t>(i0 * 4 / kChachaBlockBytes);
+        chacha20_keystream(key, counter, reinterpret_cast<std::uint8_t*>(words), len * 4);
+        const std::size_t done = quantize_simd(x + i0, words, len, consts, out + i0, &bad);
+        quantize_scalar(x + i0 + done, words + done, len - done, consts, out + i0 + done, &bad);
+    }
+    if (bad) {
+        for (std::size_t i = 0; i < n; ++i) n_bad += !std::isfinite(x[i]);
+    }
+    return n_bad;
+}
+
+template <typename T>
+std::size_t dequantize(const T* total, std::size_t n, std::uint64_t count, double clip,
+                       unsigned bits, float* out) {
+    check_clip(clip);
+    const std::uint64_t top = ring_mask<T>(bits);
+    if (count < 1 || count > 0xFFFFFFFFull / top) {
+        throw std::invalid_argument("count * (2^bits - 1) must be a positive 32-bit number");
+    }
+    const std::uint64_t limit = count * top;
+    // (total - count*top/2) * step is exact up to the single final rounding of the product, and
+    // has no a*b+c shape a compiler could fuse.
+    const double offset = static_cast<double>(limit) / 2.0;
+    const double step = 2.0 * clip / static_cast<double>(top);
+    std::size_t n_bad = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        n_bad += total[i] > limit;
+        out[i] = static_cast<float>((static_cast<double>(total[i]) - offset) * step);
+    }
+    return n_bad;
+}
+
+template std::size_t quantize<std::uint16_t>(const float*, std::size_t, double, unsigned,
+                                             const std::uint8_t*, std::uint16_t*);
+template std::size_t quantize<std::uint32_t>(const float*, std::size_t, double, unsigned,
+                                             const std::uint8_t*, std::uint32_t*);
+template std::size_t dequantize<std::uint16_t>(const std::uint16_t*, std::size_t, std::uint64_t,
+                                               double, unsigned, float*);
+template std::size_t dequantize<std::uint32_t>(const std::uint32_t*, std::size_t, std::uint64_t,
+                                               double, unsigned, float*);
+
+}  // namespace fedgate
