@@ -62,8 +62,9 @@ def check_length(n: object, name: str = "n") -> int:
 
 def check_positive_float(value: object, name: str) -> float:
     """A finite number > 0 (ints are accepted, bools are not)."""
-    numeric = isinstance(value, int | float | np.integer | np.floating)
-    if isinstance(value, bool | np.bool_) or not numeric:
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
         raise InputTypeError(f"{name} must be a number, got {type(value).__name__}")
     out = float(value)
     if not (math.isfinite(out) and out > 0.0):

@@ -33,8 +33,8 @@ __all__ = ["clip_l2", "dequantize", "l2_norm", "quantize", "ring_bits_for"]
 
 logger = logging.getLogger(__name__)
 
-_F32 = [np.dtype(np.float32)]
-_RING = [np.dtype(np.uint16), np.dtype(np.uint32)]
+_F32: list[np.dtype[Any]] = [np.dtype(np.float32)]
+_RING: list[np.dtype[Any]] = [np.dtype(np.uint16), np.dtype(np.uint32)]
 
 
 def l2_norm(x: np.ndarray[Any, Any]) -> float:

@@ -1,0 +1,216 @@
+"""Clipping and stochastic quantization: bounds, unbiasedness, exact definition, dequantization."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from native import mask, quant
+from native.errors import InputError
+
+
+def _seed(*parts: object) -> bytes:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=32).digest()
+
+
+def _reference_quantize(
+    x: np.ndarray[Any, Any], clip: float, bits: int, seed: bytes
+) -> np.ndarray[Any, Any]:
+    """docs/native.md's definition, written with numpy float64 (one IEEE rounding per step)."""
+    top = float((1 << bits) - 1)
+    scale = top / (2.0 * clip)
+    v = np.minimum((np.minimum(np.maximum(x.astype(np.float64), -clip), clip) + clip) * scale, top)
+    f = np.floor(v)
+    u = mask.expand(seed, len(x), 32).astype(np.float64) * 2.0**-32
+    return (f + (u < v - f)).astype(np.uint64)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, st.integers(0, 300), elements=st.floats(-1e6, 1e6, width=32)),
+    clip=st.floats(1e-3, 1e3),
+    bits=st.integers(1, 32),
+    tag=st.integers(0, 2**16),
+)
+def test_quantize_matches_the_documented_definition(
+    x: np.ndarray[Any, Any], clip: float, bits: int, tag: int
+) -> None:
+    seed = _seed("q", tag)
+    got = quant.quantize(x, clip, bits, seed)
+    assert got.dtype == mask.ring_dtype(bits)
+    np.testing.assert_array_equal(got.astype(np.uint64), _reference_quantize(x, clip, bits, seed))
+    assert int(got.max(initial=0)) <= (1 << bits) - 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(np.float32, st.integers(1, 400), elements=st.floats(-10, 10, width=32)),
+    clip=st.floats(0.01, 20),
+    bits=st.integers(1, 24),
+)
+def test_error_is_at_most_one_step(x: np.ndarray[Any, Any], clip: float, bits: int) -> None:
+    step = 2 * clip / ((1 << bits) - 1)
+    q = quant.quantize(x, clip, bits, _seed("err"))
+    back = quant.dequantize(q, 1, clip, bits).astype(np.float64)
+    clipped = np.clip(x.astype(np.float64), -clip, clip)
+    slack = 1e-6 * clip  # the final float32 rounding of dequantize
+    assert np.all(np.abs(back - clipped) <= step + slack)
+
+
+def test_quantization_is_unbiased() -> None:
+    clip, bits, trials = 1.0, 4, 400
+    step = 2 * clip / 15
+    # fractions of a step spread over [0, 1), at several levels, plus both clip bounds
+    levels = np.arange(16, dtype=np.float64)
+    fracs = np.linspace(0.0, 0.98, 50)
+    v = np.minimum((levels[:, None] + fracs[None, :]).ravel(), 15.0)
+    x = (v * step - clip).astype(np.float32)
+    exact = (np.minimum(np.maximum(x.astype(np.float64), -clip), clip) + clip) * (15 / (2 * clip))
+    total = np.zeros(len(x), np.float64)
+    for t in range(trials):
+        total += quant.quantize(x, clip, bits, _seed("unbiased", t))
+    mean = total / trials
+    frac = exact - np.floor(exact)
+    sd = np.sqrt(frac * (1 - frac) / trials)
+    # per element: within 6 standard errors (zero error where the level is exact)
+    assert np.all(np.abs(mean - exact) <= 6 * sd + 1e-9)
+    # overall: the average error is within 4 standard errors of zero
+    overall_sd = np.sqrt((frac * (1 - frac)).sum()) / (len(x) * np.sqrt(trials))
+    assert abs((mean - exact).mean()) <= 4 * overall_sd
+    # and the rounding is really random: a fraction of 0.5 goes up about half of the time
+    halves = np.isclose(frac, 0.5, atol=0.011)
+    assert halves.any() and np.all(np.abs(mean[halves] - exact[halves]) < 0.2)
+
+
+def test_quantize_is_deterministic_given_the_seed() -> None:
+    x = np.random.default_rng(1).standard_normal(10_001).astype(np.float32)
+    a = quant.quantize(x, 2.0, 8, _seed(1))
+    assert (a == quant.quantize(x, 2.0, 8, _seed(1))).all()
+    assert (a != quant.quantize(x, 2.0, 8, _seed(2))).any()
+
+
+def test_quantize_clips_and_keeps_bounds_exact() -> None:
+    x = np.array([-5.0, -1.0, 0.0, 1.0, 5.0, np.float32(1e30)], dtype=np.float32)
+    q = quant.quantize(x, 1.0, 8, _seed("b"))
+    assert q.tolist()[:2] == [0, 0] and q.tolist()[3:] == [255, 255, 255]
+    assert q[2] in (127, 128)
+
+
+def test_ring_bits_widens_the_dtype_only() -> None:
+    x = np.linspace(-1, 1, 999, dtype=np.float32)
+    narrow = quant.quantize(x, 1.0, 8, _seed("r"))
+    wide = quant.quantize(x, 1.0, 8, _seed("r"), ring_bits=quant.ring_bits_for(8, 1000))
+    assert narrow.dtype == np.uint16 and wide.dtype == np.uint32
+    np.testing.assert_array_equal(narrow, wide)
+
+
+def test_ring_bits_for() -> None:
+    assert quant.ring_bits_for(8, 1) == 8
+    assert quant.ring_bits_for(8, 2) == 9
+    assert quant.ring_bits_for(8, 256) == 16
+    assert quant.ring_bits_for(8, 257) == 17
+    assert quant.ring_bits_for(16, 2**16) == 32
+    with pytest.raises(InputError):
+        quant.ring_bits_for(16, 2**16 + 1)
+    with pytest.raises(InputError):
+        quant.ring_bits_for(8, 0)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 8, 12, 16])
+def test_dequantize_inverts_the_ring_sum_at_the_largest_participant_count(bits: int) -> None:
+    clip = 0.75
+    top = (1 << bits) - 1
+    count = (2**32 - 1) // top  # the largest count whose sum fits the widest ring
+    x = np.random.default_rng(bits).uniform(-1, 1, 4099).astype(np.float32)
+    q = quant.quantize(x, clip, bits, _seed("big", bits), ring_bits=32)
+    total = (q.astype(np.uint64) * count).astype(np.uint32)  # count identical participants
+    est = quant.dequantize(total, count, clip, bits).astype(np.float64)
+    step = 2 * clip / top
+    want = (total.astype(np.float64) - count * top / 2) * step
+    np.testing.assert_array_equal(est, want.astype(np.float32).astype(np.float64))
+    clipped = np.clip(x.astype(np.float64), -clip, clip)
+    assert np.all(np.abs(est - count * clipped) <= count * step * (1 + 1e-6))
+    with pytest.raises(InputError):
+        quant.dequantize(total, count + 1, clip, bits)
+
+
+def test_masked_round_of_many_participants_dequantizes_to_the_sum() -> None:
+    clip, bits, count, n = 1.0, 8, 300, 2000
+    ring = quant.ring_bits_for(bits, count)
+    rng = np.random.default_rng(7)
+    xs = rng.uniform(-1.2, 1.2, (count, n)).astype(np.float32)
+    masked = np.empty((count, n), mask.ring_dtype(ring))
+    for i in range(count):
+        masked[i] = quant.quantize(xs[i], clip, bits, _seed("p", i), ring_bits=ring)
+        mask.add_masks(masked[i], [_seed("m", i)], ring)
+    total = mask.ring_sum(masked, ring)
+    mask.subtract_masks(total, [_seed("m", i) for i in range(count)], ring)
+    est = quant.dequantize(total, count, clip, bits).astype(np.float64)
+    true = np.clip(xs.astype(np.float64), -clip, clip).sum(axis=0)
+    step = 2 * clip / 255
+    err = est - true
+    assert np.all(np.abs(err) <= count * step)
+    # independent roundings: the error is about sqrt(count) steps, not count steps
+    assert np.abs(err).mean() < 3 * np.sqrt(count) * step
+
+
+def test_dequantize_refuses_impossible_totals() -> None:
+    with pytest.raises(InputError):
+        quant.dequantize(np.array([256], np.uint16), 1, 1.0, 8)
+    with pytest.raises(InputError):
+        quant.dequantize(np.array([1], np.uint16), 0, 1.0, 8)
+    with pytest.raises(InputError):
+        quant.dequantize(np.array([1], np.uint16), 1, 1.0, 17)  # uint16 cannot hold 17-bit levels
+    assert quant.dequantize(np.array([0, 255], np.uint16), 1, 1.0, 8).tolist() == [-1.0, 1.0]
+
+
+def test_l2_norm_and_clip() -> None:
+    x = np.random.default_rng(3).standard_normal(100_003).astype(np.float32)
+    assert quant.l2_norm(x) == pytest.approx(float(np.linalg.norm(x.astype(np.float64))), rel=1e-12)
+    zero = np.zeros(17, np.float32)
+    assert quant.l2_norm(zero) == 0.0
+    clipped, norm = quant.clip_l2(zero, 1.0)
+    assert norm == 0.0 and not clipped.any() and clipped is not zero
+    clipped, norm = quant.clip_l2(x, 10.0)
+    assert norm == pytest.approx(float(np.linalg.norm(x.astype(np.float64))))
+    assert quant.l2_norm(clipped) <= 10.0
+    assert quant.l2_norm(clipped) == pytest.approx(10.0, rel=1e-5)
+    np.testing.assert_allclose(clipped, x * (10.0 / norm), rtol=1e-5, atol=1e-7)
+    same, _ = quant.clip_l2(x, 1e9)
+    np.testing.assert_array_equal(same, x)
+    assert quant.l2_norm(np.zeros(0, np.float32)) == 0.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=hnp.arrays(
+        np.float32,
+        st.integers(0, 200),
+        elements=st.floats(width=32, allow_nan=False, allow_infinity=False),
+    ),
+    max_norm=st.floats(1e-6, 1e6),
+)
+def test_clip_l2_never_exceeds_max_norm(x: np.ndarray[Any, Any], max_norm: float) -> None:
+    clipped, norm = quant.clip_l2(x, max_norm)
+    assert quant.l2_norm(clipped) <= max_norm
+    if norm <= max_norm:
+        np.testing.assert_array_equal(clipped, x)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused(bad: float) -> None:
+    x = np.ones(1000, np.float32)
+    x[517] = bad
+    for call in (
+        lambda: quant.l2_norm(x),
+        lambda: quant.clip_l2(x, 1.0),
+        lambda: quant.quantize(x, 1.0, 8, _seed("nan")),
+    ):
+        with pytest.raises(InputError):
+            call()
