@@ -50,3 +50,32 @@ class ConfigError(FedgateError, ValueError):
 
 class TrainingError(FedgateError):
     """Local training could not run (bad artifacts, bad parameters, NaN/Inf in data)."""
+
+
+class StageError(ProtocolError):
+    """A protocol message arrived in a stage that does not accept it."""
+
+    def __init__(self, expected: str, arrived: str) -> None:
+        super().__init__(f"expected {expected}, but {arrived} arrived")
+        self.expected = expected
+        self.arrived = arrived
+
+
+class UnknownSenderError(ProtocolError):
+    """A message came from a sender that is not enrolled in, or not part of, this round."""
+
+
+class ReplayError(ProtocolError):
+    """A message belongs to another round (a replay or a stale retransmission)."""
+
+
+class DuplicateError(ProtocolError):
+    """A sender sent a second message for a stage it already completed."""
+
+
+class MisaddressedError(ProtocolError):
+    """Shares or a request are addressed to a participant they must not reach."""
+
+
+class RoundAbortedError(ProtocolError):
+    """A secure-aggregation round cannot continue (too few participants, refused request)."""

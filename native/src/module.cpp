@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
     fedgate::bind_mask(m);
     fedgate::bind_quant(m);
     fedgate::bind_pack(m);
+    fedgate::bind_shamir(m);
 }

@@ -1,0 +1,432 @@
+"""Secure aggregation against Flower's SecAgg+ (flwr 1.40.0), side by side in one run.
+
+Run from the repo root: ``python benchmarks/bench_secagg.py [--quick]``. The last line of output is
+one JSON object (docs/benchmarks.md, "Secure aggregation").
+
+Cases, each with the same n, d, neighbourhood size and dropouts on both sides:
+- server: 100 gateways x d = 1e5, 10 neighbours (Flower: 11 shares incl. the node itself),
+  threshold 6, 10 gateways drop after sharing keys so their masked inputs never arrive. Timed: from
+  the bytes of the 90 masked inputs to the unmasked sum (decode, signature checks, sum, unmask
+  request, 90 unmask answers, Shamir recovery, mask removal). Flower's path is the code of
+  ``SecAggPlusWorkflow.collect_masked_vectors_stage`` (sum of the masked vectors) and
+  ``unmask_stage`` (combine_shares, pseudo_rand_gen, key agreement, dequantize), run with its own
+  functions on the replies of its own client mod; only the Grid messaging is left out.
+- gateway share keys: n = 100, complete graph, t = 51: ours ``SecAggGateway.handle(KEY_LIST)``,
+  Flower's ``_share_keys``.
+- gateway masked input: d = 1e5, 10 neighbours: ours ``handle(SHARES_RELAY)`` with the update
+  already provided (decrypt shares, quantize, masks, pack, sign), Flower's
+  ``_collect_masked_vectors`` (decrypt shares, quantize, masks).
+Contenders alternate within each repetition; figures are medians.
+"""
+
+# ruff: noqa: E402  (the thread caps below must precede the numpy import)
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _machine import machine_info
+
+from aggregator.secagg import Outbound, SecAggServer
+from edge_client.secagg import SecAggGateway
+from native import wire
+
+logging.getLogger("aggregator.secagg").setLevel(logging.ERROR)
+logging.getLogger("edge_client.secagg").setLevel(logging.ERROR)
+
+CLIP = 1.0
+QBITS = 8
+
+
+# ---------------------------------------------------------------- fedgate in memory -----------
+
+
+@dataclass
+class Fleet:
+    server: SecAggServer
+    gateways: dict[int, SecAggGateway]
+    inbox: dict[int, list[bytes]] = field(default_factory=dict)
+
+
+def make_fleet(n: int) -> Fleet:
+    skey = nacl.signing.SigningKey.generate()
+    ids = {p: nacl.signing.SigningKey.generate() for p in range(1, n + 1)}
+    server = SecAggServer(skey, {p: bytes(k.verify_key) for p, k in ids.items()})
+    return Fleet(server, {p: SecAggGateway(p, k, bytes(skey.verify_key)) for p, k in ids.items()})
+
+
+def deliver(fleet: Fleet, outs: list[Outbound], skip: set[int] = frozenset()) -> list[bytes]:  # type: ignore[assignment]
+    replies = []
+    for out in outs:
+        for pid in [out.recipient] if out.recipient is not None else list(fleet.gateways):
+            if pid not in skip:
+                replies += fleet.gateways[pid].handle(out.payload)
+    return replies
+
+
+def ours_server_round(n: int, d: int, k: int, t: int, drop: set[int], bits: int) -> dict[str, Any]:
+    """One round up to the masked inputs (untimed), then the timed server path."""
+    fleet = make_fleet(n)
+    rng = np.random.default_rng(1)
+    ring = None if bits == QBITS else 24
+    cfg = fleet.server.open_round(
+        list(fleet.gateways),
+        vector_len=d,
+        degree=k,
+        threshold=t,
+        quant_bits=bits,
+        ring_bits=ring,
+        clip=CLIP,
+    )
+    for r in deliver(fleet, [cfg]):
+        fleet.server.receive(r)
+    for gw in fleet.gateways.values():
+        gw.provide_update(rng.uniform(-1, 1, d).astype(np.float32))
+    for r in deliver(fleet, fleet.server.close_stage()):
+        fleet.server.receive(r)
+    masked = deliver(fleet, fleet.server.close_stage(), skip=drop)
+    t0 = time.perf_counter()
+    for r in masked:
+        fleet.server.receive(r)
+    request = fleet.server.close_stage()
+    t1 = time.perf_counter()
+    answers = deliver(fleet, request, skip=drop)
+    t2 = time.perf_counter()
+    for r in answers:
+        fleet.server.receive(r)
+    fleet.server.close_stage()
+    t3 = time.perf_counter()
+    assert fleet.server.state.result is not None, fleet.server.state.abort_reason
+    return {
+        "seconds": (t1 - t0) + (t3 - t2),
+        "masked_bytes": len(masked[0]),
+        "unmask_bytes": statistics.median(len(a) for a in answers),
+    }
+
+
+def ours_gateway_share_keys(n: int, t: int) -> dict[str, Any]:
+    fleet = make_fleet(n)
+    cfg = fleet.server.open_round(list(fleet.gateways), vector_len=10, threshold=t)
+    for r in deliver(fleet, [cfg]):
+        fleet.server.receive(r)
+    (key_list,) = fleet.server.close_stage()
+    gw = fleet.gateways[1]
+    t0 = time.perf_counter()
+    (shares,) = gw.handle(key_list.payload)
+    seconds = time.perf_counter() - t0
+    advertise = wire.encode(wire.AdvertiseKeys(bytes(32), bytes(32)), bytes(16), 1, gw.identity)
+    return {
+        "seconds": seconds,
+        "share_bytes": len(shares),
+        "advertise_bytes": len(advertise),
+        "key_list_bytes": len(key_list.payload),
+    }
+
+
+def ours_gateway_masked(n: int, d: int, k: int, t: int) -> dict[str, Any]:
+    fleet = make_fleet(n)
+    cfg = fleet.server.open_round(
+        list(fleet.gateways), vector_len=d, degree=k, threshold=t, quant_bits=QBITS, clip=CLIP
+    )
+    for r in deliver(fleet, [cfg]):
+        fleet.server.receive(r)
+    for r in deliver(fleet, fleet.server.close_stage()):
+        fleet.server.receive(r)
+    relays = {o.recipient: o.payload for o in fleet.server.close_stage()}
+    gw = fleet.gateways[1]
+    gw.provide_update(np.random.default_rng(2).uniform(-1, 1, d).astype(np.float32))
+    t0 = time.perf_counter()
+    (masked,) = gw.handle(relays[1])
+    return {"seconds": time.perf_counter() - t0, "masked_bytes": len(masked)}
+
+
+# ---------------------------------------------------------------- Flower SecAgg+ --------------
+
+
+def flower_available() -> bool:
+    try:
+        import flwr  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _flower_mod() -> Any:
+    # The package re-exports a function under the module's own name, so import the module by path.
+    import importlib
+
+    return importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
+
+
+def _flower_clients(n: int, shares: int, t: int) -> tuple[dict[int, Any], dict[int, set[int]]]:
+    """Flower client states after setup, and the server's neighbour sets (as setup_stage does)."""
+    fm = _flower_mod()
+    from flwr.common.secure_aggregation.secaggplus_constants import Key
+
+    nids = list(range(1, n + 1))
+    half = shares >> 1
+    neighbours = {
+        nid: {nids[(i + off) % n] for off in range(-half, half + 1)} for i, nid in enumerate(nids)
+    }
+    cfg = {
+        Key.SAMPLE_NUMBER: n,
+        Key.SHARE_NUMBER: shares,
+        Key.THRESHOLD: t,
+        Key.CLIPPING_RANGE: CLIP,
+        Key.TARGET_RANGE: (1 << QBITS) - 1,
+        Key.MOD_RANGE: 1 << 32,
+        Key.MAX_WEIGHT: 1000.0,
+    }
+    states = {}
+    for nid in nids:
+        st = fm.SecAggPlusState(nid=nid)
+        fm._setup(st, dict(cfg))
+        states[nid] = st
+    return states, neighbours
+
+
+def _flower_share(states: dict[int, Any], neighbours: dict[int, set[int]], nid: int) -> Any:
+    fm = _flower_mod()
+
+    keys = {str(v): (states[v].pk1, states[v].pk2) for v in sorted(neighbours[nid])}
+    return fm._share_keys(states[nid], keys)
+
+
+def flower_gateway_share_keys(n: int, t: int) -> dict[str, Any]:
+    states, neighbours = _flower_clients(n, n, t)
+    t0 = time.perf_counter()
+    res = _flower_share(states, neighbours, 1)
+    seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "share_bytes": sum(len(c) + 8 for c in res["ctxts"]),
+        "advertise_bytes": len(states[1].pk1) + len(states[1].pk2),
+    }
+
+
+def _flower_forward(
+    states: dict[int, Any], neighbours: dict[int, set[int]], alive: set[int]
+) -> dict[int, dict[str, Any]]:
+    from flwr.common.secure_aggregation.secaggplus_constants import Key
+
+    fwd: dict[int, dict[str, Any]] = {
+        nid: {Key.CIPHERTEXT_LIST: [], Key.SOURCE_LIST: []} for nid in states
+    }
+    for src in states:
+        res = _flower_share(states, neighbours, src)
+        for dst, ct in zip(res[Key.DESTINATION_LIST], res[Key.CIPHERTEXT_LIST], strict=True):
+            if dst in alive:
+                fwd[dst][Key.CIPHERTEXT_LIST].append(ct)
+                fwd[dst][Key.SOURCE_LIST].append(src)
+    return fwd
+
+
+def _flower_masked(
+    states: dict[int, Any], fwd: dict[int, dict[str, Any]], nid: int, update: np.ndarray
+) -> Any:
+    fm = _flower_mod()
+    from flwr.common import ndarrays_to_parameters
+
+    return fm._collect_masked_vectors(states[nid], fwd[nid], 1, ndarrays_to_parameters([update]))
+
+
+def flower_gateway_masked(n: int, d: int, k: int, t: int) -> dict[str, Any]:
+    states, neighbours = _flower_clients(n, k + 1, t)
+    fwd = _flower_forward(states, neighbours, set(states))
+    update = np.random.default_rng(2).uniform(-1, 1, d).astype(np.float32)
+    t0 = time.perf_counter()
+    res = _flower_masked(states, fwd, 1, update)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "masked_bytes": sum(len(b) for b in res["masked_params"]),
+    }
+
+
+def flower_server_round(n: int, d: int, k: int, t: int, drop: set[int]) -> dict[str, Any]:
+    fm = _flower_mod()
+    from flwr.common import bytes_to_ndarray
+    from flwr.common.secure_aggregation.crypto.shamir import combine_shares
+    from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+        factor_extract,
+        get_parameters_shape,
+        parameters_addition,
+        parameters_mod,
+        parameters_subtraction,
+    )
+    from flwr.common.secure_aggregation.quantization import dequantize
+    from flwr.common.secure_aggregation.secaggplus_constants import Key
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
+    from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
+
+    states, neighbours = _flower_clients(n, k + 1, t)
+    fwd = _flower_forward(states, neighbours, set(states))
+    rng = np.random.default_rng(1)
+    alive = [nid for nid in states if nid not in drop]
+    replies = {
+        nid: _flower_masked(states, fwd, nid, rng.uniform(-1, 1, d).astype(np.float32))
+        for nid in alive
+    }
+    mod, target = 1 << 32, (1 << QBITS) - 1
+    active, dead = set(alive), set(drop)
+    t0 = time.perf_counter()
+    masked_vector = None  # collect_masked_vectors_stage
+    for nid in alive:
+        vec = [bytes_to_ndarray(b) for b in replies[nid][Key.MASKED_PARAMETERS]]
+        masked_vector = vec if masked_vector is None else parameters_addition(masked_vector, vec)
+    masked_vector = parameters_mod(masked_vector, mod)
+    t1 = time.perf_counter()
+    answers = {
+        nid: fm._unmask(
+            states[nid],
+            {
+                Key.ACTIVE_NODE_ID_LIST: list(neighbours[nid] & active),
+                Key.DEAD_NODE_ID_LIST: list(neighbours[nid] & dead),
+            },
+        )
+        for nid in alive
+    }
+    t2 = time.perf_counter()
+    collected: dict[int, list[bytes]] = {nid: [] for nid in states}  # unmask_stage
+    for res in answers.values():
+        for owner, share in zip(res[Key.NODE_ID_LIST], res[Key.SHARE_LIST], strict=True):
+            collected[owner].append(share)
+    for nid, share_list in collected.items():
+        assert len(share_list) >= t
+        secret = combine_shares(share_list)
+        if nid in active:
+            mask = pseudo_rand_gen(secret, mod, get_parameters_shape(masked_vector))
+            masked_vector = parameters_subtraction(masked_vector, mask)
+        else:
+            for other in neighbours[nid] - {nid}:
+                shared = generate_shared_key(
+                    bytes_to_private_key(secret), bytes_to_public_key(states[other].pk1)
+                )
+                mask = pseudo_rand_gen(shared, mod, get_parameters_shape(masked_vector))
+                masked_vector = (
+                    parameters_addition(masked_vector, mask)
+                    if nid > other
+                    else parameters_subtraction(masked_vector, mask)
+                )
+    recon = parameters_mod(masked_vector, mod)
+    _, recon = factor_extract(recon)
+    dequantize(recon, CLIP, target)
+    t3 = time.perf_counter()
+    return {
+        "seconds": (t1 - t0) + (t3 - t2),
+        "masked_bytes": sum(len(b) for b in replies[alive[0]][Key.MASKED_PARAMETERS]),
+        "unmask_bytes": statistics.median(
+            sum(len(s) + 8 for s in a[Key.SHARE_LIST]) for a in answers.values()
+        ),
+    }
+
+
+# ---------------------------------------------------------------- driver ----------------------
+
+
+def interleaved(
+    reps: int, ours: Any, peer: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    a, b = [], []
+    for i in range(reps):
+        if i % 2:
+            b.append(peer())
+            a.append(ours())
+        else:
+            a.append(ours())
+            b.append(peer())
+    return a, b
+
+
+def med(runs: list[dict[str, Any]], key: str = "seconds") -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def expansion_full_graph(n: int, d: int, qbits: int) -> dict[str, float]:
+    """Bytes a gateway sends in a complete-graph round of n, d vs 16-bit inputs in the clear."""
+    ring = qbits + (n - 1).bit_length()
+    header = wire.HEADER_BYTES + wire.SIGNATURE_BYTES
+    advertise = header + 64
+    shares = header + 4 + (n - 1) * (4 + wire.SEALED_SHARE_BYTES)
+    masked = header + 8 + ((d + 1) * ring + 7) // 8
+    n_unmask = n - 1  # worst case: one share for every other gateway
+    unmask = header + 8 + n_unmask * 44
+    total = advertise + shares + masked + unmask
+    return {"ring_bits": ring, "bytes_sent": total, "expansion_vs_16bit_clear": total / (2 * d)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
+    args = ap.parse_args()
+    reps = 3 if args.quick else 5
+    n, d, k, t = 100, (20_000 if args.quick else 100_000), 10, 6
+    drop = set(range(5, 100, 10))  # 10 gateways
+    figures: dict[str, Any] = {"n": n, "d": d, "neighbours": k, "threshold": t, "dropouts": 10}
+    ratios: dict[str, float] = {}
+    have_flower = flower_available()
+    peer_ok = have_flower
+
+    def pair(name: str, ours: Any, peer: Any) -> None:
+        if peer_ok:
+            a, b = interleaved(reps, ours, peer)
+            figures[f"{name}_flower_s"] = med(b)
+            ratios[f"{name}_vs_flower"] = med(b) / med(a)
+            figures[f"{name}_flower_detail"] = {k2: med(b, k2) for k2 in b[0] if k2 != "seconds"}
+        else:
+            a = [ours() for _ in range(reps)]
+        figures[f"{name}_s"] = med(a)
+        figures[f"{name}_detail"] = {k2: med(a, k2) for k2 in a[0] if k2 != "seconds"}
+
+    pair(
+        "server",
+        lambda: ours_server_round(n, d, k, t, drop, QBITS),
+        lambda: flower_server_round(n, d, k, t, drop),
+    )
+    a = [ours_server_round(n, d, k, t, drop, 16) for _ in range(reps)]
+    figures["server_16bit_quant_24bit_ring_s"] = med(a)
+    pair(
+        "gateway_share_keys",
+        lambda: ours_gateway_share_keys(100, 51),
+        lambda: flower_gateway_share_keys(100, 51),
+    )
+    pair(
+        "gateway_masked_input",
+        lambda: ours_gateway_masked(n, d, k, t),
+        lambda: flower_gateway_masked(n, d, k, t),
+    )
+    figures["full_graph_n1024_d2^20"] = expansion_full_graph(1024, 1 << 20, 16)
+    figures["bytes_per_param_8bit_256"] = expansion_full_graph(256, d, 8)["ring_bits"] / 8
+    print(
+        json.dumps(
+            {
+                "area": "secagg",
+                "machine": machine_info(),
+                "quick": args.quick,
+                "flower": have_flower,
+                "figures": figures,
+                "ratios": ratios,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""Gateway side of secure aggregation (Bonawitz et al. 2017 with SecAgg+ neighbourhoods).
+
+Transport-free: :meth:`SecAggGateway.handle` takes the bytes of one message from the aggregator and
+returns the bytes to send back; :meth:`SecAggGateway.provide_update` hands in the local model
+update.
+Privacy invariants kept here: nothing is sent before the signed round config passes this gateway's
+policy; the update leaves only quantized, self-masked and pairwise-masked; for any peer this gateway
+reveals either the self-mask seed share or the mask-key share, never both; round keys and shares are
+wiped when the round ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+
+import nacl.signing
+import numpy as np
+import numpy.typing as npt
+
+from native import keys, mask, packing, quant, shamir, wire
+from native.errors import (
+    InputError,
+    MisaddressedError,
+    ProtocolError,
+    ReplayError,
+    RoundAbortedError,
+    StageError,
+    UnknownSenderError,
+)
+
+__all__ = ["GatewayPolicy", "GatewayStage", "GatewayState", "SecAggGateway"]
+
+log = logging.getLogger(__name__)
+
+
+class GatewayStage(Enum):
+    IDLE = "idle"
+    ADVERTISED = "advertised"
+    SHARED = "shared"
+    MASKING = "masking"
+    MASKED = "masked"
+    UNMASKED = "unmasked"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+_EXPECTED = {
+    GatewayStage.IDLE: wire.MsgType.ROUND_CONFIG,
+    GatewayStage.ADVERTISED: wire.MsgType.KEY_LIST,
+    GatewayStage.SHARED: wire.MsgType.SHARES_RELAY,
+    GatewayStage.MASKED: wire.MsgType.UNMASK_REQUEST,
+    GatewayStage.UNMASKED: wire.MsgType.ROUND_RESULT,
+}
+
+
+@dataclass(frozen=True)
+class GatewayPolicy:
+    """Safety minimums a round config must meet before this gateway takes part."""
+
+    min_participants: int = 3
+    min_degree: int = 2
+    min_threshold_fraction: float = 0.5  # threshold must exceed this share of degree + 1
+    min_quant_bits: int = 2
+    max_quant_bits: int = 24
+    max_vector_len: int = wire.MAX_VECTOR_LEN
+
+
+@dataclass
+class GatewayState:
+    """Everything one gateway holds for the current round."""
+
+    stage: GatewayStage = GatewayStage.IDLE
+    round_id: bytes = b""
+    config: wire.RoundConfig | None = None
+    neighbours: frozenset[int] = frozenset()
+    round_keys: keys.RoundKeys | None = None
+    peer_keys: dict[int, wire.KeyEntry] = field(default_factory=dict)
+    enc_keys: dict[int, bytes] = field(default_factory=dict)
+    self_seed: bytearray = field(default_factory=bytearray)
+    held_shares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    mask_peers: tuple[int, ...] = ()
+    pending_update: tuple[npt.NDArray[np.float32], int, bytes] | None = None
+    revealed: dict[int, str] = field(default_factory=dict)
+    seen_rounds: set[bytes] = field(default_factory=set)
+    abort_reason: str = ""
+
+
+class SecAggGateway:
+    """One gateway's protocol state machine, driven by :meth:`handle` and :meth:`provide_update`."""
+
+    def __init__(
+        self,
+        pid: int,
+        identity: nacl.signing.SigningKey,
+        server_key: bytes,
+        policy: GatewayPolicy | None = None,
+    ) -> None:
+        self.pid = pid
+        self.identity = identity
+        self.server_key = server_key
+        self.policy = policy or GatewayPolicy()
+        self.state = GatewayState()
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def handle(self, data: bytes) -> list[bytes]:
+        """Process one message from the aggregator; returns the messages to send back."""
+        env = wire.decode(data)
+        if env.sender != 0:
+            raise UnknownSenderError(f"gateway {self.pid} takes messages from the aggregator only")
+        env.verify(self.server_key)
+        st = self.state
+        if env.msg_type is wire.MsgType.ROUND_CONFIG and st.stage in (
+            GatewayStage.IDLE,
+            GatewayStage.DONE,
+            GatewayStage.ABORTED,
+        ):
+            return self._on_config(env)
+        if env.msg_type is wire.MsgType.ROUND_CONFIG:
+            raise StageError(
+                f"{_EXPECTED[st.stage].name} in stage {st.stage.value}"
+                if st.stage in _EXPECTED
+                else "provide_update()",
+                "ROUND_CONFIG",
+            )
+        if env.round_id != st.round_id or st.stage is GatewayStage.IDLE:
+            raise ReplayError("message of a round this gateway is not in")
+        if st.stage in (GatewayStage.DONE, GatewayStage.ABORTED):
+            raise StageError("a new ROUND_CONFIG", env.msg_type.name)
+        if env.msg_type is wire.MsgType.ROUND_RESULT:
+            return self._on_result(env.message)
+        expected = _EXPECTED.get(st.stage)
+        if expected is not env.msg_type:
+            want = expected.name if expected else "provide_update()"
+            raise StageError(f"{want} in stage {st.stage.value}", env.msg_type.name)
+        try:
+            if isinstance(env.message, wire.KeyList):
+                return self._on_key_list(env.message)
+            if isinstance(env.message, wire.SharesRelay):
+                return self._on_relay(env.message)
+            if isinstance(env.message, wire.UnmaskRequest):
+                return self._on_unmask(env.message)
+        except RoundAbortedError as exc:
+            self._abort(str(exc))
+            raise
+        raise ProtocolError(f"unexpected {env.msg_type.name}")  # pragma: no cover - table above
+
+    def provide_update(
+        self,
+        update: npt.NDArray[np.float32],
+        weight: int = 1,
+        *,
+        rounding_seed: bytes | None = None,
+    ) -> list[bytes]:
+        """Hand in the local update and its weight; returns the masked input once shares are in.
+
+        ``rounding_seed`` fixes the stochastic rounding (for reproducible tests); by default it is
+        fresh from the OS CSPRNG.
+        """
+        st = self.state
+        if st.stage not in (GatewayStage.ADVERTISED, GatewayStage.SHARED, GatewayStage.MASKING):
+            raise StageError("a round before its masked-input stage", f"stage {st.stage.value}")
+        assert st.config is not None
+        if not isinstance(update, np.ndarray) or update.dtype != np.float32 or update.ndim != 1:
+            raise InputError("update must be a 1-D float32 array")
+        if update.size != st.config.vector_len:
+            raise InputError(
+                f"update has {update.size} values, round expects {st.config.vector_len}"
+            )
+        if not isinstance(weight, int) or not 0 <= weight <= st.config.max_weight:
+            raise InputError(f"weight must be an int in 0..{st.config.max_weight}")
+        if rounding_seed is not None and len(rounding_seed) != 32:
+            raise InputError("rounding_seed must be 32 bytes")
+        st.pending_update = (update, weight, rounding_seed or os.urandom(32))
+        return self._masked_input() if st.stage is GatewayStage.MASKING else []
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _on_config(self, env: wire.Envelope) -> list[bytes]:
+        cfg = env.message
+        assert isinstance(cfg, wire.RoundConfig)
+        if env.round_id in self.state.seen_rounds:
+            raise ReplayError("round id already used")
+        self._check_policy(cfg)
+        self._wipe()
+        graph = keys.neighbourhood_graph(
+            cfg.graph_seed, [p.pid for p in cfg.participants], cfg.degree
+        )
+        self.state = GatewayState(
+            stage=GatewayStage.ADVERTISED,
+            round_id=env.round_id,
+            config=cfg,
+            neighbours=graph[self.pid],
+            round_keys=keys.RoundKeys.generate(),
+            seen_rounds=self.state.seen_rounds | {env.round_id},
+        )
+        rk = self.state.round_keys
+        assert rk is not None
+        return [self._send(wire.AdvertiseKeys(rk.mask_public, rk.enc_public))]
+
+    def _check_policy(self, cfg: wire.RoundConfig) -> None:
+        pol, n = self.policy, len(cfg.participants)
+        me = [p for p in cfg.participants if p.pid == self.pid]
+        if not me or not keys.constant_time_equal(
+            me[0].identity_key, bytes(self.identity.verify_key)
+        ):
+            raise ProtocolError(
+                f"round config does not list gateway {self.pid} with its identity key"
+            )
+        problems = []
+        if n < pol.min_participants:
+            problems.append(f"{n} participants < {pol.min_participants}")
+        if cfg.degree < min(pol.min_degree, n - 1):
+            problems.append(f"degree {cfg.degree} < {pol.min_degree}")
+        if cfg.threshold <= pol.min_threshold_fraction * (cfg.degree + 1):
+            problems.append(f"threshold {cfg.threshold} too low for degree {cfg.degree}")
+        if not pol.min_quant_bits <= cfg.quant_bits <= pol.max_quant_bits:
+            problems.append(f"quant_bits {cfg.quant_bits} outside policy")
+        if cfg.vector_len > pol.max_vector_len:
+            problems.append(f"vector_len {cfg.vector_len} > {pol.max_vector_len}")
+        if problems:
+            raise ProtocolError("round config below safety minimum: " + "; ".join(problems))
+
+    def _on_key_list(self, msg: wire.KeyList) -> list[bytes]:
+        st, cfg, rk = self.state, self.state.config, self.state.round_keys
+        assert cfg is not None and rk is not None
+        ids = {p.pid: p.identity_key for p in cfg.participants}
+        by_pid: dict[int, wire.KeyEntry] = {}
+        for entry in msg.entries:
+            if entry.pid in by_pid or entry.pid not in ids:
+                raise ProtocolError(f"key list names {entry.pid} twice or outside the round")
+            by_pid[entry.pid] = entry
+        mine = by_pid.get(self.pid)
+        if mine is None or not keys.constant_time_equal(
+            mine.mask_public + mine.enc_public, rk.mask_public + rk.enc_public
+        ):
+            raise ProtocolError("key list does not carry this gateway's own keys")
+        peers = {v: by_pid[v] for v in st.neighbours if v in by_pid}
+        for entry in peers.values():
+            wire.verify_key_entry(st.round_id, entry, ids[entry.pid])
+        publics = [k for e in [*peers.values(), mine] for k in (e.mask_public, e.enc_public)]
+        if len(set(publics)) != len(publics):
+            raise ProtocolError("two advertised public keys coincide")
+        if len(peers) + 1 < cfg.threshold:
+            raise RoundAbortedError(f"{len(peers)} neighbours with keys, threshold {cfg.threshold}")
+        st.peer_keys = peers
+        st.self_seed = bytearray(os.urandom(keys.KEY_BYTES))
+        holders = sorted([*peers, self.pid])
+        shares = shamir.split_many(
+            [bytes(st.self_seed), bytes(rk.mask_secret)], cfg.threshold, holders
+        )
+        sealed = []
+        for holder, share in zip(holders, shares, strict=True):
+            if holder == self.pid:
+                st.held_shares[self.pid] = (
+                    share[: shamir.SHARE_BYTES],
+                    share[shamir.SHARE_BYTES :],
+                )
+                continue
+            key = keys.pair_seed(
+                rk.enc_secret,
+                peers[holder].enc_public,
+                st.round_id,
+                self.pid,
+                holder,
+                keys.Purpose.SHARE_ENCRYPTION,
+            )
+            st.enc_keys[holder] = key
+            sealed.append(
+                wire.SealedShare(
+                    holder, keys.seal_shares(key, st.round_id, self.pid, holder, share)
+                )
+            )
+        st.stage = GatewayStage.SHARED
+        return [self._send(wire.ShareKeys(tuple(sealed)))]
+
+    def _on_relay(self, msg: wire.SharesRelay) -> list[bytes]:
+        st, cfg = self.state, self.state.config
+        assert cfg is not None
+        if msg.recipient != self.pid:
+            raise MisaddressedError(f"relay for {msg.recipient} reached gateway {self.pid}")
+        sources = [s.peer for s in msg.shares]
+        if len(set(sources)) != len(sources) or not set(sources) <= set(st.peer_keys):
+            raise ProtocolError("relay holds duplicate shares or shares from non-neighbours")
+        if len(sources) + 1 < cfg.threshold:
+            raise RoundAbortedError(
+                f"shares from {len(sources)} neighbours, threshold {cfg.threshold}"
+            )
+        opened = {}
+        for item in msg.shares:
+            plain = keys.open_shares(
+                st.enc_keys[item.peer], st.round_id, item.peer, self.pid, item.sealed
+            )
+            opened[item.peer] = (plain[: shamir.SHARE_BYTES], plain[shamir.SHARE_BYTES :])
+        st.held_shares.update(opened)
+        st.mask_peers = tuple(sorted(sources))
+        st.stage = GatewayStage.MASKING
+        return self._masked_input() if st.pending_update is not None else []
+
+    def _masked_input(self) -> list[bytes]:
+        st, cfg, rk = self.state, self.state.config, self.state.round_keys
+        assert cfg is not None and rk is not None and st.pending_update is not None
+        update, weight, rounding_seed = st.pending_update
+        st.pending_update = None
+        d, bits = cfg.vector_len, cfg.ring_bits
+        q = quant.quantize(update, cfg.clip, cfg.quant_bits, rounding_seed, ring_bits=bits)
+        vec = np.empty(d + 1, dtype=mask.ring_dtype(bits))
+        # Weighting happens in the ring (w * q), so the server learns sum(w q) and sum(w) only.
+        vec[:d] = (q.astype(np.uint64) * np.uint64(weight)) & np.uint64((1 << bits) - 1)
+        vec[d] = weight
+        add: list[bytes] = [bytes(st.self_seed)]
+        sub: list[bytes] = []
+        for v in st.mask_peers:
+            seed = keys.pair_seed(
+                rk.mask_secret,
+                st.peer_keys[v].mask_public,
+                st.round_id,
+                self.pid,
+                v,
+                keys.Purpose.PAIRWISE_MASK,
+            )
+            (add if self.pid < v else sub).append(seed)
+        mask.apply_masks(vec, add, sub, bits)
+        st.stage = GatewayStage.MASKED
+        return [self._send(wire.MaskedInput(bits, d + 1, packing.pack(vec, bits)))]
+
+    def _on_unmask(self, msg: wire.UnmaskRequest) -> list[bytes]:
+        st, cfg = self.state, self.state.config
+        assert cfg is not None
+        survivors, dropped = set(msg.survivors), set(msg.dropped)
+        if len(survivors) != len(msg.survivors) or len(dropped) != len(msg.dropped):
+            raise RoundAbortedError("unmask request repeats an id")
+        both = survivors & dropped
+        if both:
+            raise RoundAbortedError(f"asked to reveal both shares for {sorted(both)}: refused")
+        if self.pid not in survivors:
+            raise RoundAbortedError("unmask request does not list this gateway as a survivor")
+        peers = set(st.mask_peers)
+        if not peers <= survivors | dropped:
+            raise RoundAbortedError("unmask request leaves masking peers unaccounted")
+        seed_owners = sorted((peers & survivors) | {self.pid})
+        if len(seed_owners) < cfg.threshold or len(survivors) < cfg.threshold:
+            raise RoundAbortedError(
+                f"only {len(seed_owners)} survivors near this gateway, "
+                f"threshold {cfg.threshold}: refused"
+            )
+        key_owners = sorted(peers & dropped)
+        for owner, kind in [*((o, "seed") for o in seed_owners), *((o, "key") for o in key_owners)]:
+            if st.revealed.setdefault(owner, kind) != kind:
+                raise RoundAbortedError(f"would reveal both shares of {owner}: refused")
+        out = wire.UnmaskShares(
+            tuple((o, st.held_shares[o][0]) for o in seed_owners),
+            tuple((o, st.held_shares[o][1]) for o in key_owners),
+        )
+        st.stage = GatewayStage.UNMASKED
+        return [self._send(out)]
+
+    def _on_result(self, msg: wire.Message) -> list[bytes]:
+        assert isinstance(msg, wire.RoundResult)
+        if msg.status == 0:
+            self.state.stage = GatewayStage.DONE
+            self._wipe()
+        else:
+            self._abort(f"aggregator aborted the round: {msg.reason}")
+        return []
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _send(self, msg: wire.Message) -> bytes:
+        return wire.encode(msg, self.state.round_id, self.pid, self.identity)
+
+    def _abort(self, reason: str) -> None:
+        log.warning("gateway %d leaves round: %s", self.pid, reason)
+        self.state.stage = GatewayStage.ABORTED
+        self.state.abort_reason = reason
+        self._wipe()
+
+    def _wipe(self) -> None:
+        """Drop the key material of the round: private keys, self-mask seed, held shares."""
+        st = self.state
+        if st.round_keys is not None:
+            st.round_keys.wipe()
+        keys.wipe(st.self_seed)
+        st.held_shares.clear()
+        st.enc_keys.clear()
+        st.pending_update = None
