@@ -1,0 +1,3 @@
+"""One router per REST resource; each module exposes ``build() -> APIRouter``."""
+
+from __future__ import annotations
