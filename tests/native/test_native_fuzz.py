@@ -246,3 +246,50 @@ def test_keystream_helper_garbage() -> None:
     ):
         with pytest.raises(FedgateError):
             mask.chacha20_keystream(*args)
+
+
+def test_core_bindings_refuse_what_the_face_would_have_caught() -> None:
+    """The private bindings have no policy, but a bad buffer still never reaches the kernels."""
+    from native import _core
+
+    u16, u32, f32 = np.zeros(8, np.uint16), np.zeros(8, np.uint32), np.zeros(8, np.float32)
+    ro = _read_only(np.uint32)
+    calls: list[Callable[[], object]] = [
+        lambda: _core.expand(b"x" * 31, 8, u32),
+        lambda: _core.expand("x" * 32, 8, u32),
+        lambda: _core.expand(SEED, 8, np.zeros(8, np.int32)),
+        lambda: _core.expand(SEED, 8, np.zeros(16, np.uint32)[::2]),
+        lambda: _core.expand(SEED, 8, ro),
+        lambda: _core.expand(SEED, 8, np.zeros((2, 4), np.uint32)),
+        lambda: _core.expand(SEED, 17, u16),
+        lambda: _core.expand(SEED, 0, u32),
+        lambda: _core.expand(SEED, -1, u32),
+        lambda: _core.apply_masks(u32, [SEED, b"short"], [], 8),
+        lambda: _core.apply_masks(u32, [SEED], 5, 8),
+        lambda: _core.ring_add(u32, np.zeros(9, np.uint32), 8),
+        lambda: _core.ring_add(u32, u16, 8),
+        lambda: _core.ring_sum([u32, np.zeros(9, np.uint32)], np.zeros(8, np.uint32), 8),
+        lambda: _core.ring_sum([u32, u16], np.zeros(8, np.uint32), 8),
+        lambda: _core.ring_sum([u32], np.zeros(8, np.uint32), 33),
+        lambda: _core.quantize(f32, 1.0, 17, SEED, u16),
+        lambda: _core.quantize(f32, 0.0, 8, SEED, u16),
+        lambda: _core.quantize(f32, float("nan"), 8, SEED, u16),
+        lambda: _core.quantize(f32, 1.0, 8, SEED, np.zeros(7, np.uint16)),
+        lambda: _core.quantize(np.zeros(8, np.float64), 1.0, 8, SEED, u16),
+        lambda: _core.dequantize(u32, 0, 1.0, 8, f32),
+        lambda: _core.dequantize(u32, 2**32, 1.0, 8, f32),
+        lambda: _core.dequantize(u32, 1, 1.0, 8, np.zeros(9, np.float32)),
+        lambda: _core.clip_l2(f32, np.zeros(9, np.float32), 1.0),
+        lambda: _core.clip_l2(f32, np.zeros(8, np.float32), 0.0),
+        lambda: _core.pack(u16, 17),
+        lambda: _core.pack(u16, 0),
+        lambda: _core.unpack(b"\x00" * 3, 8, u16),
+        lambda: _core.unpack(memoryview(np.zeros(4, np.uint16)), 8, u16),
+        lambda: _core.chacha20_keystream(SEED, b"n" * 12, 2**32 - 1, 65),
+        lambda: _core.chacha20_keystream(SEED, b"n" * 11, 0, 1),
+    ]
+    for i, call in enumerate(calls):
+        with pytest.raises((TypeError, ValueError)):
+            call()
+            pytest.fail(f"call {i} was accepted")
+    assert not u32.any() and not ro.any()
