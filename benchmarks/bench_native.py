@@ -2,7 +2,8 @@
 
 Run from the repo root: ``python benchmarks/bench_native.py [--quick]``. Every contender of a case
 runs on the same vectors, the contenders of a case take turns (rotating order) within each
-repetition, and the figures are medians. The last line of output is one JSON object.
+repetition, the figures are medians, and each ratio is the median of the per-repetition ratios
+of two contenders (peer time / our time). The last line of output is one JSON object.
 
 What is compared, per case:
 - quantize (d = 1e6): ``native.quant.quantize`` (8-bit levels in a 16-bit ring) vs Flower's
@@ -200,13 +201,30 @@ def interleaved(contenders: dict[str, Callable[[], object]], reps: int) -> Sampl
     return samples
 
 
+def _idle_ticks() -> dict[int, int]:
+    ticks: dict[int, int] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks[int(name[3:])] = int(fields[3]) + int(fields[4])  # idle + iowait
+    return ticks
+
+
 def pin_one_core() -> int | None:
-    """Pin to the last usable core so the single-threaded kernels are not migrated mid-run."""
+    """Pin to the usable core that was idlest over the last half second.
+
+    The kernels compared are single-threaded; one fixed core keeps them from being migrated
+    mid-run, and on a shared machine the idlest core is the least disturbed one.
+    """
     try:
         cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cores[-1]})
-        return cores[-1]
-    except (AttributeError, OSError):
+        before = _idle_ticks()
+        time.sleep(0.5)
+        after = _idle_ticks()
+        core = max(cores, key=lambda c: after.get(c, 0) - before.get(c, 0))
+        os.sched_setaffinity(0, {core})
+        return core
+    except (AttributeError, OSError, ValueError):
         return None
 
 
@@ -320,25 +338,31 @@ def wire_bytes(d: int, rng: np.random.Generator) -> dict[str, float]:
 # ---------------------------------------------------------------- report
 
 
-def ratios_of(f: dict[str, float]) -> dict[str, float]:
-    """peer_time / our_time for every peer; bandwidth ratios come out the same way round."""
-    r = {
-        "quantize_vs_flower": f["quantize_flower_s"] / f["quantize_ours_s"],
-        "quantize_vs_numpy": f["quantize_numpy_s"] / f["quantize_ours_s"],
-        "expand_vs_flower": f["expand32_flower_s"] / f["expand32_ours_s"],
-        "expand_vs_numpy": f["expand32_numpy_s"] / f["expand32_ours_s"],
-        f"expand{RING_BITS}_vs_flower": f[f"expand{RING_BITS}_flower_s"]
-        / f[f"expand{RING_BITS}_ours_s"],
-        f"expand{RING_BITS}_vs_numpy": f[f"expand{RING_BITS}_numpy_s"]
-        / f[f"expand{RING_BITS}_ours_s"],
-        "client_mask_vs_flower": f["client_mask_flower_s"] / f["client_mask_ours_s"],
-        "client_mask_vs_numpy": f["client_mask_numpy_s"] / f["client_mask_ours_s"],
-        "ring_sum_vs_flower": f["ring_sum_flower_s"] / f["ring_sum_ours_s"],
-        "ring_sum_vs_numpy": f["ring_sum_numpy_s"] / f["ring_sum_ours_s"],
-        # ours_bandwidth / memcpy_bandwidth over the same bytes = memcpy_time / our_time
-        "ring_sum_vs_memcpy": f["ring_sum_memcpy_s"] / f["ring_sum_ours_s"],
-        "wire_vs_flower": f["wire_flower_bytes_per_param"] / f["wire_ours_bytes_per_param"],
-    }
+PAIRS = {  # ratio name -> (peer samples, our samples); each ratio is peer_time / our_time
+    "quantize_vs_flower": ("quantize_flower_s", "quantize_ours_s"),
+    "quantize_vs_numpy": ("quantize_numpy_s", "quantize_ours_s"),
+    "expand_vs_flower": ("expand32_flower_s", "expand32_ours_s"),
+    "expand_vs_numpy": ("expand32_numpy_s", "expand32_ours_s"),
+    f"expand{RING_BITS}_vs_flower": (f"expand{RING_BITS}_flower_s", f"expand{RING_BITS}_ours_s"),
+    f"expand{RING_BITS}_vs_numpy": (f"expand{RING_BITS}_numpy_s", f"expand{RING_BITS}_ours_s"),
+    "client_mask_vs_flower": ("client_mask_flower_s", "client_mask_ours_s"),
+    "client_mask_vs_numpy": ("client_mask_numpy_s", "client_mask_ours_s"),
+    "ring_sum_vs_flower": ("ring_sum_flower_s", "ring_sum_ours_s"),
+    "ring_sum_vs_numpy": ("ring_sum_numpy_s", "ring_sum_ours_s"),
+    # ours_bandwidth / memcpy_bandwidth over the same bytes = memcpy_time / our_time
+    "ring_sum_vs_memcpy": ("ring_sum_memcpy_s", "ring_sum_ours_s"),
+}
+
+
+def ratios_of(samples: Samples, f: dict[str, float]) -> dict[str, float]:
+    """Median over repetitions of the per-repetition ratio peer_time / our_time.
+
+    The two calls of a repetition ran back to back, so on a shared machine their ratio is far
+    steadier than the ratio of two medians taken over the whole run.
+    """
+    r = {name: statistics.median(p / o for p, o in zip(samples[peer], samples[ours], strict=True))
+         for name, (peer, ours) in PAIRS.items()}
+    r["wire_vs_flower"] = f["wire_flower_bytes_per_param"] / f["wire_ours_bytes_per_param"]
     return {k: round(v, 3) for k, v in r.items()}
 
 
@@ -348,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="repetitions per case")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    reps = args.reps or (5 if args.quick else 21)
+    reps = args.reps or (5 if args.quick else 41)
     core = pin_one_core()
     rng = np.random.default_rng(20261123)  # benchmark data only; every seed comes from os.urandom
     big, small, rows = 1_000_000, 100_000, 100
@@ -372,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     for who in ("ours", "numpy", "memcpy"):
         figures[f"ring_sum_{who}_GBps"] = in_bytes / figures[f"ring_sum_{who}_s"] / 1e9
 
-    ratios = ratios_of(figures)
+    ratios = ratios_of(samples, figures)
     checks = {name: ratios[name] >= target for name, target in TARGETS.items()}
     checks["keystream_ge_2GBps"] = figures["expand32_ours_keystream_GBps"] >= 2.0
     checks["wire_le_2_bytes_per_param"] = figures["wire_ours_bytes_per_param"] <= 2.0
