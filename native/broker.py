@@ -11,6 +11,7 @@ benchmarks, ``--broker mosquitto``).
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import os
 import shutil
@@ -158,7 +159,10 @@ class MosquittoBroker:
     """A real Mosquitto on a loopback port with on-disk persistence, for tests and simulations."""
 
     def __init__(self, workdir: str | Path | None = None, port: int = 0,
-                 executable: str | None = None) -> None:
+                 executable: str | None = None, *, password_file: str | Path | None = None,
+                 tls_files: tuple[str | Path, str | Path, str | Path] | None = None) -> None:
+        """``password_file`` (mosquitto_passwd format) turns anonymous access off;
+        ``tls_files`` = (CA, server certificate, server key) makes the listener TLS-only."""
         exe = executable or find_mosquitto()
         if exe is None or not os.access(exe, os.X_OK):
             raise ConfigError(f"mosquitto not found at {exe} (install it or set FEDGATE_MOSQUITTO)")
@@ -168,6 +172,8 @@ class MosquittoBroker:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="fedgate-mosq-")
         self.workdir = Path(workdir) if workdir else Path(self._tmp.name)  # type: ignore[union-attr]
         self._proc: subprocess.Popen[bytes] | None = None
+        self.password_file = password_file
+        self.tls_files = tls_files
 
     @property
     def url(self) -> str:
@@ -179,9 +185,18 @@ class MosquittoBroker:
 
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
+        security = "allow_anonymous true\n"
+        if self.password_file is not None:
+            security = f"allow_anonymous false\npassword_file {self.password_file}\n"
+        if self.tls_files is not None:
+            ca, cert, key = self.tls_files
+            security += f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+        # Started as root, mosquitto switches to the "mosquitto" user, which cannot read our
+        # private work folder; run it as whoever started it instead.
         conf.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            f"user {getpass.getuser()}\n"
+            + security +
             "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 0\n"

@@ -113,6 +113,8 @@ class Transport:
         self._reassembler = Reassembler(config.limits)
         self._dedup = DedupWindow(config.limits.dedup_window)
         self._connected = threading.Event()
+        self._refused: str | None = None
+        self._answered = threading.Event()
         self._presence_base = time.time_ns() // 1000
         self._generation = 0
         self._client = self._build_client()
@@ -149,11 +151,14 @@ class Transport:
             where = f"{self.config.host}:{self.config.port}"
             raise TransportError(f"cannot reach {where}: {exc}") from exc
         self._client.loop_start()
-        if not self._connected.wait(timeout):
+        self._answered.wait(timeout)
+        if not self._connected.is_set():
+            self._client.disconnect()
             self._client.loop_stop()
-            raise TransportError(
-                f"no connection to {self.config.host}:{self.config.port} within {timeout} s"
-            )
+            where = f"{self.config.host}:{self.config.port}"
+            if self._refused is not None:
+                raise TransportError(f"broker {where} refused the connection: {self._refused}")
+            raise TransportError(f"no connection to {where} within {timeout} s")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say offline (when presence is on), disconnect cleanly and stop the network thread."""
@@ -207,6 +212,8 @@ class Transport:
                     properties: Any) -> None:
         if reason.is_failure:
             log.warning("broker refused %s: %s", self.config.client_id, reason)
+            self._refused = str(reason)
+            self._answered.set()
             return
         with self._lock:
             filters = list(self._filters)
@@ -215,7 +222,9 @@ class Transport:
         if self.config.presence:
             self._publish_presence(PRESENCE_ONLINE, self._generation * 2)
         self.connects += 1
+        self._refused = None
         self._connected.set()
+        self._answered.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import random
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -328,24 +332,80 @@ def test_garbage_on_a_subscribed_topic_is_counted_not_delivered(mosquitto: Mosqu
 
 
 def test_broker_restart_mid_stream_loses_nothing_acknowledged(mosquitto: MosquittoBroker) -> None:
-    agg = connect(mosquitto, "agg", limits=Limits(chunk_size=4096))
-    gw = connect(mosquitto, "gw", limits=Limits(chunk_size=4096))
+    limits = Limits(chunk_size=4096)
+    agg = connect(mosquitto, "agg", limits=limits, presence=False)
     agg.subscribe(topics.all_uplinks())
+    gw = connect(mosquitto, "gw", limits=limits)
     time.sleep(0.2)
+    agg.stop()  # the aggregator is away: the broker must queue its QoS 1 messages
     topic = topics.up(1, gw.config.client_id)
     payloads = [random.Random(i).randbytes(10_000) for i in range(40)]
     try:
         pubs = [gw.publish(topic, p, round_id=1, sequence=i) for i, p in enumerate(payloads[:20])]
-        assert all(p.wait(10) for p in pubs)
+        assert all(p.wait(10) for p in pubs)  # acknowledged by the broker, not yet delivered
         mosquitto.restart()
         # Published during and after the restart: queued by paho until it reconnects.
         pubs = [gw.publish(topic, p, round_id=1, sequence=20 + i)
                 for i, p in enumerate(payloads[20:])]
         assert all(p.wait(20) for p in pubs)
-        got = drain(agg, 40, timeout=20)
+        assert gw.connects >= 2
+        back = Transport(agg.config)  # same client id: the broker's stored session resumes
+        back.subscribe(topics.all_uplinks())
+        back.start()
+        got = drain(back, 40, timeout=20)
         assert sorted((d.sequence, d.payload) for d in got) == list(  # type: ignore[attr-defined]
             enumerate(payloads))
-        assert agg.connects >= 2 and gw.connects >= 2
+        back.stop()
     finally:
         gw.stop()
-        agg.stop()
+
+
+def _make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=fedgate-test-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
+    return folder / "ca.crt", folder / "server.crt", folder / "server.key"
+
+
+def test_tls_and_password_against_mosquitto(tmp_path: Path) -> None:
+    if find_mosquitto() is None or shutil.which("openssl") is None:
+        pytest.skip("needs mosquitto and openssl")
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None:
+        pytest.skip("needs mosquitto_passwd")
+    ca, cert, key = _make_tls_files(tmp_path)
+    subprocess.run([passwd, "-c", "-b", str(tmp_path / "passwd"), "gw-tls", "s3cret"],
+                   check=True, capture_output=True)
+    with MosquittoBroker(password_file=tmp_path / "passwd", tls_files=(ca, cert, key)) as broker:
+        url = f"mqtts://gw-tls:s3cret@127.0.0.1:{broker.port}"
+        agg = Transport(TransportConfig.from_url(url, "agg-tls", ca_certs=str(ca)))
+        gw = Transport(TransportConfig.from_url(url, "gw-tls", ca_certs=str(ca)))
+        agg.start()
+        gw.start()
+        try:
+            agg.subscribe(topics.all_uplinks())
+            time.sleep(0.2)
+            assert gw.publish(topics.up(1, "gw-tls"), b"over tls", round_id=1,
+                              sequence=1).wait(5)
+            assert [d.payload for d in drain(agg, 1)] == [b"over tls"]  # type: ignore[attr-defined]
+        finally:
+            gw.stop()
+            agg.stop()
+        wrong = f"mqtts://gw-tls:nope@127.0.0.1:{broker.port}"
+        with pytest.raises(TransportError, match="refused"):
+            Transport(TransportConfig.from_url(wrong, "gw-bad", ca_certs=str(ca))).start(5)
+        # A server certificate from an unknown CA is never accepted.
+        other_ca = _make_tls_files(Path(tempfile.mkdtemp(dir=tmp_path)))[0]
+        with pytest.raises(TransportError):
+            Transport(TransportConfig.from_url(url, "gw-mitm", ca_certs=str(other_ca))).start(2)
+        # Without TLS the listener does not speak MQTT at all.
+        plain = f"mqtt://gw-tls:s3cret@127.0.0.1:{broker.port}"
+        with pytest.raises(TransportError):
+            Transport(TransportConfig.from_url(plain, "gw-plain")).start(2)
