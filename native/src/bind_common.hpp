@@ -21,9 +21,13 @@ namespace py = pybind11;
 template <typename T>
 using Arr = py::array_t<T, py::array::c_style>;
 
+// The length of a 1-D array whose elements the kernels may load as T (so also its alignment).
 template <typename T>
 std::size_t length_1d(const Arr<T>& a, const char* name) {
     if (a.ndim() != 1) throw std::invalid_argument(std::string(name) + " must be one-dimensional");
+    if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0) {
+        throw std::invalid_argument(std::string(name) + " is not aligned to its element size");
+    }
     return static_cast<std::size_t>(a.shape(0));
 }
 

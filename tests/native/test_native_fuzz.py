@@ -261,6 +261,8 @@ def test_core_bindings_refuse_what_the_face_would_have_caught() -> None:
         lambda: _core.expand(SEED, 8, np.zeros(16, np.uint32)[::2]),
         lambda: _core.expand(SEED, 8, ro),
         lambda: _core.expand(SEED, 8, np.zeros((2, 4), np.uint32)),
+        lambda: _core.expand(SEED, 8, np.zeros(33, np.uint8)[1:].view(np.uint32)),
+        lambda: _core.ring_sum([np.zeros(33, np.uint8)[1:].view(np.uint32)], u32, 8),
         lambda: _core.expand(SEED, 17, u16),
         lambda: _core.expand(SEED, 0, u32),
         lambda: _core.expand(SEED, -1, u32),
