@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -123,7 +124,7 @@ def _run_at_level(level: str) -> dict[str, str]:
     proc = subprocess.run(
         [sys.executable, "-c", _LEVEL_SCRIPT], env=env, capture_output=True, text=True, check=True
     )
-    result: dict[str, str] = eval(proc.stdout)  # our own repr of a dict of str
+    result: dict[str, str] = ast.literal_eval(proc.stdout)
     return result
 
 
