@@ -21,6 +21,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_simd_flags() -> list[str]:
+    """The CPU's SIMD extensions that fedgate's kernels can dispatch to."""
+    wanted = ("avx2", "avx512f", "avx512bw", "asimd")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                present = set(value.split())
+                return [f for f in wanted if f in present]
+    except OSError:
+        pass
+    return []
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -66,6 +80,8 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "numpy": np.__version__,
         "onnxruntime": _ort_version(),
         "fedgate_simd": _simd_level(),
+        "cpu_simd": _cpu_simd_flags(),
+        "simd_cap": os.environ.get("FEDGATE_SIMD"),
     }
     info.update(extra)
     return info
