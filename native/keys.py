@@ -10,6 +10,7 @@ signed round config, so every gateway can recompute its own neighbours.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import stat
@@ -20,9 +21,7 @@ from enum import Enum
 from pathlib import Path
 
 import nacl.bindings as sodium
-import nacl.encoding
 import nacl.exceptions
-import nacl.hash
 import nacl.signing
 import nacl.utils
 
@@ -114,9 +113,7 @@ def derive_seed(shared: bytes, round_id: bytes, a: int, b: int, purpose: Purpose
     if lo == hi:
         raise InputError("a seed needs two distinct participants")
     message = purpose.value + round_id + struct.pack("<II", lo, hi)
-    return nacl.hash.blake2b(
-        message, digest_size=32, key=shared, person=_PERSON, encoder=nacl.encoding.RawEncoder
-    )
+    return hashlib.blake2b(message, digest_size=32, key=shared, person=_PERSON).digest()
 
 
 def pair_seed(
