@@ -177,6 +177,17 @@ class SecAggServer:
         )
         return Outbound(None, self._send(cfg))
 
+    def awaiting(self) -> set[int]:
+        """Participants the current stage still waits for (close early when this is empty)."""
+        st = self.state
+        expected_from, got = {
+            ServerStage.COLLECT_KEYS: (st.identities.keys(), st.advertised.keys()),
+            ServerStage.COLLECT_SHARES: (st.advertised.keys(), st.shares_in.keys()),
+            ServerStage.COLLECT_MASKED: (st.relayed.keys(), st.masked_from),
+            ServerStage.COLLECT_UNMASK: (st.masked_from, st.unmask_in.keys()),
+        }.get(st.stage, (set(), set()))
+        return set(expected_from) - set(got)
+
     # -- receiving ----------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> int:

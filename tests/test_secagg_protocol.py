@@ -83,7 +83,7 @@ def expected_total(
     return acc
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_exact_sum_or_clean_abort(data: st.DataObject) -> None:
     n = data.draw(st.integers(3, 14), label="n")
@@ -129,6 +129,36 @@ def test_exact_sum_or_clean_abort(data: st.DataObject) -> None:
     assert np.array_equal(res.total.astype(np.uint64), want)
     assert res.weight_total == sum(weights[p] for p in res.included)
     assert sum(state.rejected.values()) == 0
+
+
+@pytest.mark.parametrize(("n", "degree", "threshold"), [(10, 9, 6), (30, 8, 5)])
+def test_one_dropout_per_stage_still_exact(n: int, degree: int, threshold: int) -> None:
+    # At most 4 of any gateway's degree + 1 share holders drop, so t holders always remain.
+    drops = {"advertise": {3}, "share": {n - 1}, "masked": {n // 2}, "unmask": {1}}
+    fleet = make_fleet(n, drops)
+    rng = np.random.default_rng(n)
+    updates = {p: rng.uniform(-1, 1, 64).astype(np.float32) for p in fleet.gateways}
+    weights = {p: int(rng.integers(1, 20)) for p in fleet.gateways}
+    run_round(
+        fleet,
+        updates,
+        weights,
+        vector_len=64,
+        degree=degree,
+        threshold=threshold,
+        quant_bits=10,
+        max_weight=20,
+        clip=1.0,
+    )
+    state = fleet.server.state
+    assert state.stage is ServerStage.DONE, state.abort_reason
+    res = state.result
+    assert res is not None
+    assert set(res.included) == set(range(1, n + 1)) - {3, n - 1, n // 2}
+    assert state.dropped == (n // 2,)
+    want = expected_total(state.config, updates, weights, res.included)
+    assert np.array_equal(res.total.astype(np.uint64), want)
+    assert res.weight_total == sum(weights[p] for p in res.included)
 
 
 def test_weighted_mean_close_to_float_mean() -> None:

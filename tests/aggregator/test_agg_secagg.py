@@ -86,6 +86,20 @@ def _completes(s: Setup, start: str) -> None:
     assert s.server.state.result is not None and len(s.server.state.result.included) == N
 
 
+def test_awaiting_tracks_each_stage() -> None:
+    s, adv = make_setup()
+    assert s.server.awaiting() == set(range(1, N + 1))
+    s.feed({p: adv[p] for p in (1, 2)})
+    assert s.server.awaiting() == set(range(3, N + 1))
+    s.feed({p: adv[p] for p in range(3, N + 1)})
+    assert s.server.awaiting() == set()
+    shares = s.to_gateways(s.server.close_stage())
+    assert s.server.awaiting() == set(range(1, N + 1))
+    s.feed(shares)
+    _completes(s, "shares")
+    assert s.server.awaiting() == set()
+
+
 def test_garbage_bytes_counted_as_malformed() -> None:
     s, adv = make_setup()
     for junk in (b"", b"\x00" * 200, b"FGSA" + bytes(200), adv[1][:-1], adv[1] + b"x"):
