@@ -65,6 +65,7 @@ class Gateway(Base):
     __tablename__ = "gateways"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    pid: Mapped[int] = mapped_column(BigInteger, unique=True)
     label: Mapped[str] = mapped_column(String(128), default="")
     enrolled_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]

@@ -49,6 +49,7 @@ class EnrollIn(BaseModel):
 
 class GatewayOut(BaseModel):
     gateway_id: str
+    pid: int = Field(description="participant id in secure aggregation")
     public_key: str
     label: str
     enrolled_at: dt.datetime
@@ -56,7 +57,7 @@ class GatewayOut(BaseModel):
 
     @classmethod
     def of(cls, row: Gateway) -> GatewayOut:
-        return cls(gateway_id=row.id, public_key=row.public_key.hex(), label=row.label,
+        return cls(gateway_id=row.id, pid=row.pid, public_key=row.public_key.hex(), label=row.label,
                    enrolled_at=as_utc(row.enrolled_at), revoked=row.revoked_at is not None)
 
 

@@ -49,6 +49,11 @@ def gateway_id_for(public_key: bytes) -> str:
     return "gw-" + hashlib.sha256(public_key).hexdigest()[:16]
 
 
+def pid_for(public_key: bytes) -> int:
+    """Secure-aggregation participant id (1 .. 2^31 - 1), derived from the key like the id."""
+    return 1 + int.from_bytes(hashlib.sha256(public_key).digest()[8:12], "little") % (2**31 - 1)
+
+
 def _decode_hex(value: str, size: int, reason: str, what: str) -> bytes:
     try:
         raw = bytes.fromhex(value)
@@ -114,7 +119,11 @@ def build() -> APIRouter:
         _consume_code(session, body.code, gateway_id)
         if session.scalar(select(func.count()).where(Gateway.public_key == public_key)):
             raise ApiError(409, "public_key_already_enrolled", "this public key is enrolled")
-        row = Gateway(id=gateway_id, public_key=public_key, label=body.label,
+        pid = pid_for(public_key)
+        if session.scalar(select(func.count()).where(Gateway.pid == pid)):
+            # Two keys mapping to one 31-bit id: about one enrollment in 2^31 per fleet member.
+            raise ApiError(409, "participant_id_taken", "generate a new identity key and retry")
+        row = Gateway(id=gateway_id, public_key=public_key, pid=pid, label=body.label,
                       enrolled_at=utcnow())
         session.add(row)
         session.commit()

@@ -1,0 +1,192 @@
+"""Drives one secure-aggregation round of ``aggregator.secagg.SecAggServer`` over MQTT.
+
+The server core decides everything about the protocol; this module only moves its messages:
+the signed round config goes out retained on the announce topic, per-stage messages on the
+round's broadcast topic or a gateway's downlink, and gateway messages come in from the uplinks.
+A stage closes at its deadline, or earlier once every gateway still expected in it has answered;
+a gateway whose last will says ``offline`` is no longer expected. Progress (stage, counts, seconds
+per stage, outcome) is written to the ``rounds`` table as it happens, so ``/v1/rounds`` shows it.
+All of this runs on the caller's thread, never on the MQTT network thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aggregator.db import Database, Round, utcnow
+from aggregator.metrics import Metrics
+from aggregator.secagg import AggregateResult, Outbound, SecAggServer, ServerStage
+from native import topics
+from native.errors import FedgateError, InputError, WireError
+from native.transport import PRESENCE_OFFLINE, Delivery, Transport
+
+log = logging.getLogger(__name__)
+
+_OPEN = (ServerStage.COLLECT_KEYS, ServerStage.COLLECT_SHARES, ServerStage.COLLECT_MASKED,
+         ServerStage.COLLECT_UNMASK)
+_BROADCAST = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What one round produced: the aggregate (None when aborted) and who took part."""
+
+    round_no: int
+    result: AggregateResult | None
+    selected: int
+    dropouts: int
+    abort_reason: str
+    timings: dict[str, float]
+
+
+class RoundRunner:
+    """Runs rounds for one server core over one connected transport."""
+
+    def __init__(self, transport: Transport, server: SecAggServer, gateways: dict[int, str],
+                 db: Database, metrics: Metrics | None = None) -> None:
+        unknown = set(gateways) - set(server.enrolled)
+        if unknown:
+            raise InputError(f"participant ids without an enrolled key: {sorted(unknown)}")
+        self.transport = transport
+        self.server = server
+        self.gateways = dict(gateways)
+        self.pids = {gw: pid for pid, gw in gateways.items()}
+        self.db = db
+        self.metrics = metrics
+        self.root = transport.config.root
+        transport.subscribe(topics.all_uplinks(self.root))
+        transport.subscribe(topics.all_status(self.root))
+
+    def run(self, round_no: int, participants: Sequence[int], *, stage_timeout_s: float,
+            **config: Any) -> RoundOutcome:
+        """Run round ``round_no`` with ``participants`` (pids); ``config`` goes to open_round."""
+        selected = sorted(participants)
+        self._record(round_no, create=True, stage="collect_keys", selected=len(selected))
+        opening = self.server.open_round(selected, **config)
+        self._publish(round_no, 0, [opening], announce=True)
+        offline: set[int] = set()
+        timings: dict[str, float] = {}
+        stage_no = 0
+        while self.server.state.stage in _OPEN:
+            stage = self.server.state.stage
+            started = time.monotonic()
+            self._collect(round_no, selected, offline, started + stage_timeout_s)
+            outbound = self.server.close_stage()
+            timings[stage.value] = round(time.monotonic() - started, 6)
+            stage_no += 1
+            self._publish(round_no, stage_no, outbound)
+            self._record(round_no, stage=self.server.state.stage.value, timings=timings)
+        return self._finish(round_no, selected, timings)
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def _expected(self, selected: list[int], offline: set[int]) -> set[int]:
+        st = self.server.state
+        pool = {
+            ServerStage.COLLECT_KEYS: set(selected),
+            ServerStage.COLLECT_SHARES: set(st.advertised),
+            ServerStage.COLLECT_MASKED: set(st.relayed),
+            ServerStage.COLLECT_UNMASK: set(st.survivors),
+        }[st.stage]
+        return pool - offline
+
+    def _answered(self) -> set[int]:
+        st = self.server.state
+        answered: dict[ServerStage, set[int]] = {
+            ServerStage.COLLECT_KEYS: set(st.advertised),
+            ServerStage.COLLECT_SHARES: set(st.shares_in),
+            ServerStage.COLLECT_MASKED: set(st.masked_from),
+            ServerStage.COLLECT_UNMASK: set(st.unmask_in),
+        }
+        return answered[st.stage]
+
+    def _collect(self, round_no: int, selected: list[int], offline: set[int],
+                 deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self._expected(selected, offline) <= self._answered():
+                return
+            wait = min(0.05, max(0.0, deadline - time.monotonic()))
+            delivery = self.transport.receive(timeout=wait)
+            if delivery is not None:
+                self._on_delivery(round_no, delivery, offline)
+
+    def _on_delivery(self, round_no: int, delivery: Delivery, offline: set[int]) -> None:
+        try:
+            where = topics.parse(delivery.topic, self.root)
+        except WireError:
+            self._reject("bad_topic")
+            return
+        if where.kind == "status":
+            pid = self.pids.get(where.node_id or "")
+            if pid is not None and delivery.payload == PRESENCE_OFFLINE:
+                log.info("gateway %s went offline in round %d", where.node_id, round_no)
+                offline.add(pid)
+            return
+        if where.kind != "up" or where.node_id != delivery.sender:
+            self._reject("sender_mismatch")
+            return
+        if where.round_id != round_no or delivery.round_id != round_no:
+            self._reject("wrong_round")
+            return
+        before = self.server.state.rejected.copy()
+        try:
+            self.server.receive(delivery.payload)
+        except FedgateError as exc:
+            # The core counts each rejection under its own label; export exactly that label.
+            labels = list(self.server.state.rejected - before)
+            self._reject(labels[0] if labels else type(exc).__name__)
+
+    def _publish(self, round_no: int, stage_no: int, outbound: list[Outbound],
+                 announce: bool = False) -> None:
+        for out in outbound:
+            recipient = _BROADCAST if out.recipient is None else out.recipient
+            # Deterministic keys: a re-sent stage message is the same message to the receivers.
+            sequence = (stage_no << 32) | recipient
+            if announce:
+                topic = topics.announce(self.root)
+            elif out.recipient is None:
+                topic = topics.broadcast(round_no, self.root)
+            else:
+                topic = topics.down(round_no, self.gateways[out.recipient], self.root)
+            self.transport.publish(topic, out.payload, round_id=round_no, sequence=sequence,
+                                   retain=announce)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _finish(self, round_no: int, selected: list[int],
+                timings: dict[str, float]) -> RoundOutcome:
+        st = self.server.state
+        result = st.result if st.stage is ServerStage.DONE else None
+        included = len(result.included) if result is not None else 0
+        outcome = "completed" if result is not None else "aborted"
+        self._record(round_no, stage=st.stage.value, outcome=outcome, ended=True,
+                     participants=included, dropouts=len(selected) - included,
+                     error=st.abort_reason or None, timings=timings)
+        if self.metrics is not None:
+            self.metrics.rounds.labels(outcome=outcome).inc()
+        return RoundOutcome(round_no, result, len(selected), len(selected) - included,
+                            st.abort_reason, timings)
+
+    def _record(self, round_no: int, *, create: bool = False, ended: bool = False,
+                **fields: Any) -> None:
+        now = utcnow()
+        with self.db.session() as session:
+            row = session.get(Round, round_no)
+            if row is None:
+                if not create:
+                    return
+                row = Round(id=round_no, created_at=now, stage="", timings={})
+                session.add(row)
+            for name, value in fields.items():
+                setattr(row, name, dict(value) if isinstance(value, dict) else value)
+            row.updated_at = now
+            if ended:
+                row.ended_at = now
+
+    def _reject(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reject("secagg", reason)

@@ -1,0 +1,210 @@
+"""Secure-aggregation rounds over a real Mosquitto: the server core driven by RoundRunner, each
+gateway core driven by its own transport on its own thread, exactly as separate processes would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nacl.signing
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from aggregator.app import create_app
+from aggregator.db import Database
+from aggregator.metrics import Metrics
+from aggregator.round_runner import RoundRunner
+from aggregator.secagg import SecAggServer
+from aggregator.settings import AggregatorSettings
+from edge_client.secagg import GatewayPolicy, GatewayStage, SecAggGateway
+from native import mask, quant, topics, wire
+from native.broker import MosquittoBroker, find_mosquitto
+from native.errors import FedgateError
+from native.transport import Transport, TransportConfig
+
+D = 257
+CLIP = 1.0
+QBITS = 8
+
+
+@pytest.fixture
+def mosquitto() -> Iterator[MosquittoBroker]:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto binary not installed")
+    with MosquittoBroker() as broker:
+        yield broker
+
+
+class GatewaySim(threading.Thread):
+    """One gateway: its protocol core, its MQTT connection, and an optional crash point."""
+
+    def __init__(self, port: int, pid: int, key: nacl.signing.SigningKey, server_key: bytes,
+                 crash_in: GatewayStage | None = None) -> None:
+        super().__init__(daemon=True)
+        self.gw_id = f"gw-{pid}-{uuid.uuid4().hex[:6]}"
+        self.pid = pid
+        self.core = SecAggGateway(pid, key, server_key, GatewayPolicy(min_participants=3))
+        self.update = np.random.default_rng(pid).uniform(-1, 1, D).astype(np.float32)
+        self.seed = os.urandom(32)
+        self.crash_in = crash_in
+        self.errors: list[str] = []
+        self.stop_flag = threading.Event()
+        self.transport = Transport(TransportConfig(client_id=self.gw_id, port=port,
+                                                   reconnect_max_s=2, keepalive_s=5))
+        for topic_filter in (topics.announce(), topics.all_broadcasts(),
+                             topics.gateway_downlinks(self.gw_id)):
+            self.transport.subscribe(topic_filter)
+        self.transport.start()
+
+    def run(self) -> None:
+        while not self.stop_flag.is_set():
+            delivery = self.transport.receive(timeout=0.05)
+            if delivery is None:
+                continue
+            try:
+                replies = self.core.handle(delivery.payload)
+                if self.core.state.stage is GatewayStage.ADVERTISED:
+                    replies += self.core.provide_update(self.update, 1, rounding_seed=self.seed)
+            except FedgateError as exc:
+                self.errors.append(type(exc).__name__)
+                continue
+            for reply in replies:
+                msg_type = reply[6]  # the wire header's message-type byte: one key per stage
+                self.transport.publish(topics.up(delivery.round_id, self.gw_id), reply,
+                                       round_id=delivery.round_id, sequence=msg_type)
+            if self.crash_in is not None and self.core.state.stage is self.crash_in:
+                self.crash()
+                return
+
+    def crash(self) -> None:
+        """Power loss: the TCP connection dies without DISCONNECT; the broker sends the will."""
+        time.sleep(0.2)  # let the last reply leave first
+        self.transport._client.loop_stop()
+        sock = self.transport._client.socket()
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        self.join(5)
+        if self.crash_in is None:
+            self.transport.stop()
+
+
+def expected_total(gateways: list[GatewaySim], included: tuple[int, ...],
+                   ring_bits: int) -> object:
+    chosen = [g for g in gateways if g.pid in included]
+    qs = [quant.quantize(g.update, CLIP, QBITS, g.seed, ring_bits=ring_bits) for g in chosen]
+    return mask.ring_sum(np.stack(qs), ring_bits)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[TestClient]:
+    cfg = AggregatorSettings(admin_token="admin-token-0123456789",
+                             database_url=f"sqlite:///{tmp_path}/agg.db",
+                             signing_key_path=tmp_path / "signing.key")
+    with TestClient(create_app(cfg)) as client:
+        yield client
+
+
+def run_round(mosquitto: MosquittoBroker, service: TestClient, n: int,
+              crashes: dict[int, GatewayStage], timeout_s: float = 8.0,
+              rogue: bool = False) -> tuple[object, list[GatewaySim]]:
+    server_key = nacl.signing.SigningKey.generate()
+    keys = {pid: nacl.signing.SigningKey.generate() for pid in range(1, n + 1)}
+    server = SecAggServer(server_key, {pid: bytes(k.verify_key) for pid, k in keys.items()})
+    sims = [GatewaySim(mosquitto.port, pid, k, bytes(server_key.verify_key), crashes.get(pid))
+            for pid, k in keys.items()]
+    db: Database = service.app.state.db  # type: ignore[attr-defined]
+    metrics: Metrics = service.app.state.metrics  # type: ignore[attr-defined]
+    agg = Transport(TransportConfig(client_id=f"agg-{uuid.uuid4().hex[:6]}",
+                                    port=mosquitto.port, presence=False),
+                    on_reject=lambda reason, _topic: metrics.reject("transport", reason))
+    runner = RoundRunner(agg, server, {s.pid: s.gw_id for s in sims}, db, metrics)
+    agg.start()
+    for sim in sims:
+        sim.start()
+    time.sleep(0.3)
+    if rogue:
+        send_garbage(mosquitto.port, sims[0].gw_id)
+    try:
+        outcome = runner.run(7, list(keys), stage_timeout_s=timeout_s, vector_len=D,
+                             quant_bits=QBITS, clip=CLIP)
+    finally:
+        for sim in sims:
+            sim.close()
+        agg.stop()
+    return outcome, sims
+
+
+def send_garbage(port: int, victim: str) -> None:
+    """What an enrolled-but-hostile or broken client can put on the uplinks."""
+    rogue = Transport(TransportConfig(client_id="rogue", port=port, presence=False))
+    rogue.start()
+    key = nacl.signing.SigningKey.generate()
+    forged = wire.encode(wire.AdvertiseKeys(bytes(32), bytes(32)), bytes(16), 1, key)
+    for seq, (topic, payload, round_no) in enumerate((
+        (topics.up(7, "rogue"), b"not a wire message", 7),  # -> malformed
+        (topics.up(7, "rogue"), forged, 7),  # right shape, wrong key -> bad_signature
+        (topics.up(7, victim), b"x", 7),  # topic names another gateway -> sender_mismatch
+        (topics.up(8, "rogue"), b"x", 8),  # another round -> wrong_round
+    )):
+        assert rogue.publish(topic, payload, round_id=round_no, sequence=seq).wait(5)
+    rogue._client.publish(topics.up(7, "rogue"), b"junk", qos=1).wait_for_publish(5)
+    rogue.stop()
+
+
+def test_full_round_over_mosquitto_is_exact(mosquitto: MosquittoBroker,
+                                           service: TestClient) -> None:
+    outcome, sims = run_round(mosquitto, service, 5, {}, rogue=True)
+    result = outcome.result  # type: ignore[attr-defined]
+    assert result is not None and result.included == (1, 2, 3, 4, 5)
+    cfg_bits = sims[0].core.state.config.ring_bits  # type: ignore[union-attr]
+    assert np.array_equal(result.total, expected_total(sims, result.included, cfg_bits))
+    assert result.weight_total == 5
+    assert all(not s.errors for s in sims)
+    shown = service.get("/v1/rounds/7").json()
+    assert (shown["stage"], shown["outcome"], shown["participants"], shown["dropouts"]) == (
+        "done", "completed", 5, 0)
+    assert set(shown["timings"]) == {"collect_keys", "collect_shares", "collect_masked",
+                                     "collect_unmask"}
+    text = service.get("/metrics").text
+    for component, reason in (("secagg", "malformed"), ("secagg", "bad_signature"),
+                              ("secagg", "sender_mismatch"), ("secagg", "wrong_round"),
+                              ("transport", "truncated")):
+        line = f'fedgate_rejections_total{{component="{component}",reason="{reason}"}} 1.0'
+        assert line in text, (line, [t for t in text.splitlines() if "rejections_total{" in t])
+
+
+@pytest.mark.parametrize("stage", [GatewayStage.ADVERTISED, GatewayStage.MASKED])
+def test_gateway_crash_is_a_dropout_and_the_sum_stays_exact(
+    mosquitto: MosquittoBroker, service: TestClient, stage: GatewayStage
+) -> None:
+    # Long deadlines: the round can only finish quickly if the last will is honoured.
+    started = time.monotonic()
+    outcome, sims = run_round(mosquitto, service, 5, {3: stage}, timeout_s=60.0)
+    assert time.monotonic() - started < 50, "the stage waited for its deadline"
+    result = outcome.result  # type: ignore[attr-defined]
+    assert result is not None
+    want = (1, 2, 4, 5) if stage is GatewayStage.ADVERTISED else (1, 2, 3, 4, 5)
+    assert result.included == want
+    cfg_bits = sims[0].core.state.config.ring_bits  # type: ignore[union-attr]
+    assert np.array_equal(result.total, expected_total(sims, result.included, cfg_bits))
+    shown = service.get("/v1/rounds/7").json()
+    assert shown["outcome"] == "completed" and shown["dropouts"] == 5 - len(want)
+
+
+def test_too_many_crashes_abort_cleanly(mosquitto: MosquittoBroker, service: TestClient) -> None:
+    crashes = {pid: GatewayStage.ADVERTISED for pid in (1, 2, 3)}
+    outcome, _ = run_round(mosquitto, service, 4, crashes, timeout_s=60.0)
+    assert outcome.result is None and "threshold" in outcome.abort_reason  # type: ignore[attr-defined]
+    shown = service.get("/v1/rounds/7").json()
+    assert shown["outcome"] == "aborted" and "threshold" in shown["error"]
+    assert 'fedgate_rounds_total{outcome="aborted"} 1.0' in service.get("/metrics").text
