@@ -379,10 +379,17 @@ def ratios_of(samples: Samples, suffix: str) -> dict[str, float]:
     return {k: round(v, 3) for k, v in r.items()}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions per case")
+    parser.add_argument("--reps", type=_positive, default=None, help="repetitions per case")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     reps = args.reps or (5 if args.quick else 41)

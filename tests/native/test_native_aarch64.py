@@ -74,3 +74,18 @@ def test_kat_script_refuses_a_missing_golden_file(tmp_path: Path) -> None:
     result = _run_kat(tmp_path / "absent.txt")
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+
+
+def test_golden_generator_refuses_missing_or_garbage_vectors(tmp_path: Path) -> None:
+    script = str(REPO / "native" / "kat" / "make_golden.py")
+    out = tmp_path / "golden.txt"
+    missing = subprocess.run([sys.executable, script, "--vectors", str(tmp_path / "absent.json"),
+                              "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert missing.returncode != 0 and "vectors not found" in missing.stderr
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    bad = subprocess.run([sys.executable, script, "--vectors", str(garbage), "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode != 0 and "JSONDecodeError" in bad.stderr
+    assert not out.exists()  # nothing half-written
