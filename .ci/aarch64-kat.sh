@@ -32,7 +32,7 @@ mkdir -p "$out"
 # Rebuild only when a source or header is newer than the binary (the test suite calls this twice).
 build() {  # build COMPILER OUTPUT [extra flags...]
   local compiler="$1" bin="$2"; shift 2
-  if [[ -x "$bin" ]] && [[ -z "$(find native/src native/include native/kat -newer "$bin" -type f \( -name '*.cpp' -o -name '*.hpp' \) -print -quit)" ]]; then
+  if [[ -x "$bin" ]] && [[ -z "$(find "${srcs[@]}" native/include native/kat/kat_main.cpp -newer "$bin" -type f -print -quit)" ]]; then
     return 0
   fi
   echo "+ $compiler ${flags[*]} $* native/kat/kat_main.cpp ${srcs[*]} -o $bin"
