@@ -48,6 +48,27 @@ def test_quantize_matches_the_documented_definition(
     assert int(got.max(initial=0)) <= (1 << bits) - 1
 
 
+@pytest.mark.parametrize("clip", [0.1, 1 / 3, 1.0, 2.5, 1e-3, 7e5])
+@pytest.mark.parametrize("bits", [1, 8, 16, 31, 32])
+def test_quantize_at_the_clip_boundary(clip: float, bits: int) -> None:
+    # float32 neighbours of +-clip, which is usually not a float32 itself; whole 16-element blocks
+    # inside the bound and blocks that straddle it take different vector paths with one result.
+    c32 = np.float32(clip)
+    near = np.array(
+        [np.nextafter(c32, np.float32(np.inf)), c32, np.nextafter(c32, np.float32(0))], np.float32
+    )
+    rng = np.random.default_rng(bits)
+    inside = rng.uniform(-clip, clip, 16 * 40).astype(np.float32)
+    inside = np.clip(inside, -np.nextafter(c32, np.float32(0)), np.nextafter(c32, np.float32(0)))
+    edges = np.resize(np.concatenate([near, -near]), 16 * 40)
+    x = np.concatenate(
+        [inside, edges, rng.permutation(np.concatenate([inside[:300], edges[:300]]))]
+    )
+    seed = _seed("edge", clip, bits)
+    got = quant.quantize(x, clip, bits, seed)
+    np.testing.assert_array_equal(got.astype(np.uint64), _reference_quantize(x, clip, bits, seed))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     x=hnp.arrays(np.float32, st.integers(1, 400), elements=st.floats(-10, 10, width=32)),
