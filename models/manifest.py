@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from native.errors import IntegrityError
+from native.wire import WIRE_VERSION  # the format the flat parameter vector travels in
 
-# The secure-aggregation wire format the flat parameter vector is sent with.
-WIRE_VERSION = 1
+__all__ = ["ARTIFACT_FILES", "MANIFEST_FILE", "WIRE_VERSION", "Manifest", "read_manifest"]
 MANIFEST_FILE = "manifest.json"
 ARTIFACT_FILES = ("training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint")
 

@@ -87,3 +87,35 @@ def test_blocker_really_blocks(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode != 0 and "blocked" in proc.stderr
+
+
+WARM = """
+import json, sys
+from pathlib import Path
+from models import artifacts, graph
+from models.ecg import beat_dataset
+from models.trainer import TrainConfig, train_local
+art = artifacts.ensure("ecg", Path(sys.argv[1]))
+x, y = beat_dataset(sys.argv[2])
+w0 = graph.flatten(art.spec, graph.initial_params(art.spec))
+res = train_local(art, w0, x, y, TrainConfig(epochs=1))
+print(json.dumps({"n": res.n_samples, "heavy": sorted(m for m in ("torch", "onnx", "flwr")
+                                                        if m in sys.modules)}))
+"""
+
+
+def test_cached_round_imports_neither_torch_nor_onnx(mitdb_dir: Path, tmp_path: Path) -> None:
+    from models import artifacts
+
+    artifacts.ensure("ecg", tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", WARM, str(tmp_path), str(mitdb_dir / "101")],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [] and result["n"] > 1800
