@@ -208,3 +208,60 @@ def test_too_many_crashes_abort_cleanly(mosquitto: MosquittoBroker, service: Tes
     shown = service.get("/v1/rounds/7").json()
     assert shown["outcome"] == "aborted" and "threshold" in shown["error"]
     assert 'fedgate_rounds_total{outcome="aborted"} 1.0' in service.get("/metrics").text
+
+
+def test_orchestrated_rounds_produce_signed_lineage(mosquitto: MosquittoBroker,
+                                                    service: TestClient) -> None:
+    from aggregator.orchestrator import Orchestrator, SelectionConfig
+    from aggregator.strategy import OptimizerState, StrategyConfig, apply
+    from models import graph
+    from models.zoo import get_spec
+
+    spec = get_spec("ecg")
+    n_params = graph.parameter_count(spec)
+    initial = graph.flatten(spec, graph.initial_params(spec))
+    server_key = nacl.signing.SigningKey.generate()
+    keys = {pid: nacl.signing.SigningKey.generate() for pid in range(1, 5)}
+    server = SecAggServer(server_key, {pid: bytes(k.verify_key) for pid, k in keys.items()})
+    sims = [GatewaySim(mosquitto.port, pid, k, bytes(server_key.verify_key))
+            for pid, k in keys.items()]
+    for sim in sims:  # a small local delta within the clip range
+        sim.update = np.random.default_rng(sim.pid).uniform(-0.05, 0.05, n_params).astype(
+            np.float32)
+    app = service.app
+    agg = Transport(TransportConfig(client_id=f"agg-{uuid.uuid4().hex[:6]}",
+                                    port=mosquitto.port, presence=False))
+    runner = RoundRunner(agg, server, {s.pid: s.gw_id for s in sims}, app.state.db,  # type: ignore[attr-defined]
+                         app.state.metrics)  # type: ignore[attr-defined]
+    strategy = StrategyConfig(name="fedadam", server_lr=0.01)
+    orch = Orchestrator(runner, app.state.db, app.state.registry, "ecg", strategy,  # type: ignore[attr-defined]
+                        SelectionConfig(min_participants=3), {"quant_bits": 8, "clip": 0.1})
+    assert orch.ensure_initial(initial) == 1
+    agg.start()
+    for sim in sims:
+        sim.start()
+    time.sleep(0.3)
+    try:
+        reports = [orch.run_round(list(keys), stage_timeout_s=10.0) for _ in range(2)]
+    finally:
+        for sim in sims:
+            sim.close()
+        agg.stop()
+    assert [(r.base_version, r.new_version) for r in reports] == [(1, 2), (2, 3)]
+    # Version 2 is exactly FedAdam applied to version 1 with the securely recovered mean...
+    result = reports[0].outcome.result
+    assert result is not None and result.included == (1, 2, 3, 4)
+    want, _ = apply(strategy, initial, result.weighted_mean(), OptimizerState())
+    assert np.array_equal(orch.params_of(2), want)
+    # ...and that mean is the mean of the gateways' deltas up to one quantization step.
+    true_mean = np.mean([s.update for s in sims], axis=0)
+    assert np.max(np.abs(result.weighted_mean() - true_mean)) <= 2 * 0.1 / 255 + 1e-6
+    latest = service.get("/v1/models/latest").json()
+    assert latest["lineage"] == [3, 2, 1] and latest["round_id"] == 2
+    assert latest["config"]["strategy"]["name"] == "fedadam"
+    assert latest["privacy"] == {"clip": 0.1, "quant_bits": 8, "secure_aggregation": True}
+    assert service.get("/v1/rounds/2").json()["model_version"] == 3
+    import onnx
+
+    model = onnx.load_from_string(service.get("/v1/models/3/inference").content)
+    assert model.graph.input
