@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -146,3 +149,38 @@ def test_expand_is_deterministic_and_seed_sensitive() -> None:
     assert (a != mask.expand(_seed(2), 1000, 32)).mean() > 0.99
     # a prefix of a longer expansion is the shorter expansion
     assert (mask.expand(_seed(1), 333, 32) == a[:333]).all()
+
+
+def _spins_while(fn: Callable[[], object]) -> int:
+    """How often this thread gets to run Python while another thread runs ``fn``.
+
+    With a long switch interval a thread holding the GIL is never preempted in the middle of a
+    C call, so a call that keeps the GIL lets this loop run only after it has returned.
+    """
+    started = threading.Event()
+
+    def work() -> None:
+        started.set()
+        fn()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        started.wait()
+        spins = 0
+        while worker.is_alive():
+            spins += 1
+        worker.join()
+    finally:
+        sys.setswitchinterval(old)
+    return spins
+
+
+def test_kernels_release_the_gil() -> None:
+    acc = np.zeros(1 << 20, np.uint32)
+    seeds = [_seed("gil", k) for k in range(64)]  # ~256 MB of keystream in one call
+    assert _spins_while(lambda: sum(range(3_000_000))) < 1_000  # control: a call holding the GIL
+    assert _spins_while(lambda: mask.add_masks(acc, seeds, 32)) > 1_000
+    assert acc.any()
