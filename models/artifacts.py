@@ -226,14 +226,18 @@ def load(root: Path, *, spec: ModelSpec | None = None, digest: str | None = None
     return Artifacts(root=root, manifest=manifest, spec=spec)
 
 
-def ensure(model: str | ModelSpec, cache_dir: Path | None = None) -> Artifacts:
+def ensure(
+    model: str | ModelSpec, cache_dir: Path | None = None, *, digest: str | None = None
+) -> Artifacts:
     """Verified artifacts for a model from the cache, generated there on first use.
 
-    A cache entry that fails verification is never repaired silently: ``IntegrityError``.
+    ``digest`` (the manifest digest a signed round config names) must match when given. A cache
+    entry that fails verification is never repaired silently: ``IntegrityError``.
     """
     spec = get_spec(model) if isinstance(model, str) else model
     root = (cache_dir or default_cache_dir()) / _folder_name(spec)
     if root.exists():
-        return load(root, spec=spec)
+        return load(root, spec=spec, digest=digest)
     logger.info("generating %s artifacts in %s", spec.name, root)
-    return generate(spec, root)
+    art = generate(spec, root)
+    return art if digest is None else load(root, spec=spec, digest=digest)

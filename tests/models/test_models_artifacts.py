@@ -90,6 +90,10 @@ def test_digest_and_definition_mismatch(ecg_art: artifacts.Artifacts) -> None:
     with pytest.raises(IntegrityError, match="digest"):
         artifacts.load(ecg_art.root, digest="ab" * 32)
     assert artifacts.load(ecg_art.root, digest=ecg_art.manifest.digest()).root == ecg_art.root
+    cache = ecg_art.root.parent
+    assert artifacts.ensure("ecg", cache, digest=ecg_art.manifest.digest()) == ecg_art
+    with pytest.raises(IntegrityError, match="digest"):
+        artifacts.ensure("ecg", cache, digest="cd" * 32)
     with pytest.raises(IntegrityError, match="another definition"):
         artifacts.load(ecg_art.root, spec=replace(ECG, hidden=8))
 

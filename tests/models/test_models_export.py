@@ -108,3 +108,11 @@ def test_cli_artifacts_and_init(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert np.load(tmp_path / "w.npy").size == graph.parameter_count(ECG)
     with pytest.raises(SystemExit):
         fedgate_main(["models", "export", "--model", "resnet", "--params", "x", "--out", "y"])
+    capsys.readouterr()
+    assert fedgate_main(["models", "artifacts", "--model", "ecg", "--cache", str(tmp_path)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert artifacts.ensure("ecg", tmp_path).manifest.digest() in line
+    manifest = next(tmp_path.glob("ecg-v1-*/manifest.json"))
+    manifest.write_text("{}")
+    assert fedgate_main(["models", "artifacts", "--model", "ecg", "--cache", str(tmp_path)]) == 2
+    assert "manifest" in capsys.readouterr().err
