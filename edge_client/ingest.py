@@ -29,6 +29,7 @@ from native.frames import Flag, Frame, FrameDecoder, Sensor
 log = logging.getLogger(__name__)
 
 _U32 = 1 << 32
+_MAX_T_US = 1 << 63
 
 
 def unwrap32(reference: int, raw: int) -> int:
@@ -117,6 +118,8 @@ class Ingestor:
     # -- validation ----------------------------------------------------------------------------
 
     def _admit(self, f: Frame) -> str:
+        if f.t_us >= _MAX_T_US:
+            return "timestamp"  # past the year 294 000, and beyond what SQLite stores
         st = self._streams.get(f.device_id)
         if st is None:
             st = self._new_stream(f)

@@ -132,7 +132,8 @@ static int check_fields(const fg_header *h, const fg_annotation *ann)
         return FG_ERR_RATE;
     }
     for (i = 0; i < h->n_annotations; ++i) {
-        if (ann[i].offset >= h->n_samples) {
+        /* Label 0 means "no marker" on the device side, so it never travels. */
+        if (ann[i].offset >= h->n_samples || ann[i].label == 0u) {
             return FG_ERR_ANNOTATION;
         }
     }

@@ -65,7 +65,7 @@ enum fg_status {
     FG_ERR_LENGTH = 7,     /* length fields over the limits or inconsistent with each other */
     FG_ERR_CRC = 8,
     FG_ERR_TRAILING = 9,   /* bytes after the CRC */
-    FG_ERR_ANNOTATION = 10,/* annotation points outside the frame's samples */
+    FG_ERR_ANNOTATION = 10,/* annotation outside the frame's samples, or with label 0 */
     FG_ERR_RATE = 11,      /* sample rate 0 or above FG_MAX_RATE_HZ for a sampled frame */
     FG_ERR_CAPACITY = 12,  /* the caller's output buffer is too small */
     FG_ERR_LAST = 12

@@ -168,9 +168,10 @@ def test_timestamps_must_agree_with_the_sample_clock() -> None:
     assert ing.feed(_ecg(6, 2 * 10**15)) == "timestamp"
     assert ing.feed(_ecg(7, 2 * 10**15 + 250_000)) == "accepted"      # confirmed: a real step
     assert ing.feed(_ecg(8, 10**9, rate=250)) == "stream_mismatch"
+    assert ing.feed(_ecg(9, 2**64 - 1)) == "timestamp"                # beyond SQLite's range
     assert ing.feed(_ecg(1, 10**9 + 250_000)) == "duplicate"
     ing.flush()
-    assert store.counters(5)["timestamp"] == 2
+    assert store.counters(5)["timestamp"] == 3
 
 
 def test_sequence_wraparound() -> None:

@@ -158,6 +158,7 @@ def test_every_single_bit_flip_is_rejected() -> None:
     (8, (0).to_bytes(2, "little"), "rate"),
     (8, (20000).to_bytes(2, "little"), "rate"),
     (36 + 12, (6).to_bytes(2, "little"), "annotation"),  # annotation past the last sample
+    (36 + 14, bytes([0]), "annotation"),                 # label 0 means "no marker"
 ])
 def test_field_checks_behind_the_crc(offset: int, value: bytes, reason: str) -> None:
     assert _reason(_patch(F.encode(_frame()), offset, value)) == reason
@@ -204,3 +205,13 @@ def test_encode_refuses_bad_fields() -> None:
         F.encode(_frame(sample_rate_hz=0))
     with pytest.raises(InputError):
         F.encode(_frame(flags=0x80))
+
+
+def test_mutable_buffers_do_not_alias_the_samples() -> None:
+    data = bytearray(F.encode(_frame()))
+    frame = F.decode(data)
+    view = F.decode(memoryview(bytes(data)))
+    data[36:48] = bytes(12)
+    assert np.array_equal(frame.samples[:, 0], np.arange(-3, 3))
+    assert np.array_equal(view.samples, frame.samples)
+    assert not frame.samples.flags.writeable

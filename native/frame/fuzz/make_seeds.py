@@ -25,8 +25,11 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
+    # usage: make_seeds.py FOLDER [--raw]
+    # The libFuzzer harness reads a mode byte first (0 = as is, 1 = repair the CRC); the atheris
+    # harness takes plain frames (--raw).
     folder = Path(sys.argv[1])
+    prefix = b"" if "--raw" in sys.argv[2:] else b"\x01"
     folder.mkdir(parents=True, exist_ok=True)
-    # The libFuzzer harness reads a mode byte first: 0 = as is, 1 = repair the CRC.
     for i, frame in enumerate(seeds()):
-        (folder / f"seed{i}.bin").write_bytes(b"\x01" + frame)
+        (folder / f"seed{i}.bin").write_bytes(prefix + frame)
