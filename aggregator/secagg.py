@@ -211,7 +211,7 @@ class SecAggServer:
             raise _reject(st, "out_of_stage", StageError(want, env.msg_type.name))
         try:
             self._dispatch(env)
-        except (DuplicateError, MisaddressedError, ProtocolError, WireError) as exc:
+        except FedgateError as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             raise _reject(st, str(reason), exc) from None
         return env.sender

@@ -97,8 +97,9 @@ def ours_server_round(n: int, d: int, k: int, t: int, drop: set[int], bits: int)
     )
     for r in deliver(fleet, [cfg]):
         fleet.server.receive(r)
-    for gw in fleet.gateways.values():
-        gw.provide_update(rng.uniform(-1, 1, d).astype(np.float32))
+    updates = {pid: rng.uniform(-1, 1, d).astype(np.float32) for pid in fleet.gateways}
+    for pid, gw in fleet.gateways.items():
+        gw.provide_update(updates[pid])
     for r in deliver(fleet, fleet.server.close_stage()):
         fleet.server.receive(r)
     masked = deliver(fleet, fleet.server.close_stage(), skip=drop)
@@ -113,7 +114,11 @@ def ours_server_round(n: int, d: int, k: int, t: int, drop: set[int], bits: int)
         fleet.server.receive(r)
     fleet.server.close_stage()
     t3 = time.perf_counter()
-    assert fleet.server.state.result is not None, fleet.server.state.abort_reason
+    result = fleet.server.state.result
+    assert result is not None, fleet.server.state.abort_reason
+    # Sanity (untimed): the unmasked sum is the mean of the inputs that arrived.
+    want = np.mean([updates[p] for p in result.included], axis=0)
+    assert float(np.max(np.abs(result.weighted_mean() - want))) < 0.05
     return {
         "seconds": (t1 - t0) + (t3 - t2),
         "masked_bytes": len(masked[0]),
@@ -202,7 +207,7 @@ def _flower_clients(n: int, shares: int, t: int) -> tuple[dict[int, Any], dict[i
         Key.CLIPPING_RANGE: CLIP,
         Key.TARGET_RANGE: (1 << QBITS) - 1,
         Key.MOD_RANGE: 1 << 32,
-        Key.MAX_WEIGHT: 1000.0,
+        Key.MAX_WEIGHT: 1.0,
     }
     states = {}
     for nid in nids:
@@ -276,9 +281,30 @@ def flower_gateway_masked(n: int, d: int, k: int, t: int) -> dict[str, Any]:
     }
 
 
-def flower_server_round(n: int, d: int, k: int, t: int, drop: set[int]) -> dict[str, Any]:
-    fm = _flower_mod()
+def _flower_sum_masked(replies: dict[int, Any], mod: int) -> Any:
+    """collect_masked_vectors_stage: decode and sum the masked vectors."""
     from flwr.common import bytes_to_ndarray
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+        parameters_addition,
+        parameters_mod,
+    )
+
+    masked_vector = None
+    for res in replies.values():
+        vec = [bytes_to_ndarray(b) for b in res["masked_params"]]
+        masked_vector = vec if masked_vector is None else parameters_addition(masked_vector, vec)
+    return parameters_mod(masked_vector, mod)
+
+
+def _flower_unmask(
+    masked_vector: Any,
+    answers: dict[int, Any],
+    states: dict[int, Any],
+    neighbours: dict[int, set[int]],
+    active: set[int],
+    mod: int,
+) -> Any:
+    """unmask_stage: combine shares, remove self and pair masks, dequantize."""
     from flwr.common.secure_aggregation.crypto.shamir import combine_shares
     from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
     from flwr.common.secure_aggregation.ndarrays_arithmetic import (
@@ -289,68 +315,76 @@ def flower_server_round(n: int, d: int, k: int, t: int, drop: set[int]) -> dict[
         parameters_subtraction,
     )
     from flwr.common.secure_aggregation.quantization import dequantize
-    from flwr.common.secure_aggregation.secaggplus_constants import Key
-    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
     from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
+    collected: dict[int, list[bytes]] = {nid: [] for nid in states}
+    for res in answers.values():
+        for owner, share in zip(res["nids"], res["shares"], strict=True):
+            collected[owner].append(share)
+    shape = get_parameters_shape(masked_vector)
+    for nid, share_list in collected.items():
+        secret = combine_shares(share_list)
+        if nid in active:
+            mask = pseudo_rand_gen_flower(secret, mod, shape)
+            masked_vector = parameters_subtraction(masked_vector, mask)
+            continue
+        for other in neighbours[nid] - {nid}:
+            shared = generate_shared_key(
+                bytes_to_private_key(secret), bytes_to_public_key(states[other].pk1)
+            )
+            mask = pseudo_rand_gen_flower(shared, mod, shape)
+            add = nid > other
+            masked_vector = (parameters_addition if add else parameters_subtraction)(
+                masked_vector, mask
+            )
+    q_total, recon = factor_extract(parameters_mod(masked_vector, mod))
+    target = (1 << QBITS) - 1
+    out = dequantize(recon, CLIP, target)
+    for vec in out:
+        vec += -(len(active) - 1) * CLIP
+        vec *= target / q_total
+    return out
+
+
+def pseudo_rand_gen_flower(seed: bytes, mod: int, shape: Any) -> Any:
+    from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
+
+    return pseudo_rand_gen(seed, mod, shape)
+
+
+def flower_server_round(n: int, d: int, k: int, t: int, drop: set[int]) -> dict[str, Any]:
+    fm = _flower_mod()
     states, neighbours = _flower_clients(n, k + 1, t)
     fwd = _flower_forward(states, neighbours, set(states))
     rng = np.random.default_rng(1)
     alive = [nid for nid in states if nid not in drop]
-    replies = {
-        nid: _flower_masked(states, fwd, nid, rng.uniform(-1, 1, d).astype(np.float32))
-        for nid in alive
-    }
-    mod, target = 1 << 32, (1 << QBITS) - 1
-    active, dead = set(alive), set(drop)
+    updates = {nid: rng.uniform(-1, 1, d).astype(np.float32) for nid in alive}
+    replies = {nid: _flower_masked(states, fwd, nid, updates[nid]) for nid in alive}
+    mod, active, dead = 1 << 32, set(alive), set(drop)
     t0 = time.perf_counter()
-    masked_vector = None  # collect_masked_vectors_stage
-    for nid in alive:
-        vec = [bytes_to_ndarray(b) for b in replies[nid][Key.MASKED_PARAMETERS]]
-        masked_vector = vec if masked_vector is None else parameters_addition(masked_vector, vec)
-    masked_vector = parameters_mod(masked_vector, mod)
+    masked_vector = _flower_sum_masked(replies, mod)
     t1 = time.perf_counter()
     answers = {
         nid: fm._unmask(
             states[nid],
             {
-                Key.ACTIVE_NODE_ID_LIST: list(neighbours[nid] & active),
-                Key.DEAD_NODE_ID_LIST: list(neighbours[nid] & dead),
+                "active_nids": list(neighbours[nid] & active),
+                "dead_nids": list(neighbours[nid] & dead),
             },
         )
         for nid in alive
     }
     t2 = time.perf_counter()
-    collected: dict[int, list[bytes]] = {nid: [] for nid in states}  # unmask_stage
-    for res in answers.values():
-        for owner, share in zip(res[Key.NODE_ID_LIST], res[Key.SHARE_LIST], strict=True):
-            collected[owner].append(share)
-    for nid, share_list in collected.items():
-        assert len(share_list) >= t
-        secret = combine_shares(share_list)
-        if nid in active:
-            mask = pseudo_rand_gen(secret, mod, get_parameters_shape(masked_vector))
-            masked_vector = parameters_subtraction(masked_vector, mask)
-        else:
-            for other in neighbours[nid] - {nid}:
-                shared = generate_shared_key(
-                    bytes_to_private_key(secret), bytes_to_public_key(states[other].pk1)
-                )
-                mask = pseudo_rand_gen(shared, mod, get_parameters_shape(masked_vector))
-                masked_vector = (
-                    parameters_addition(masked_vector, mask)
-                    if nid > other
-                    else parameters_subtraction(masked_vector, mask)
-                )
-    recon = parameters_mod(masked_vector, mod)
-    _, recon = factor_extract(recon)
-    dequantize(recon, CLIP, target)
+    (mean,) = _flower_unmask(masked_vector, answers, states, neighbours, active, mod)
     t3 = time.perf_counter()
+    # Sanity (untimed): the replicated path really unmasks, i.e. gives the mean of the inputs.
+    error = float(np.max(np.abs(mean - np.mean([updates[i] for i in alive], axis=0))))
+    assert error < 0.05, f"Flower path did not unmask (error {error})"
     return {
         "seconds": (t1 - t0) + (t3 - t2),
-        "masked_bytes": sum(len(b) for b in replies[alive[0]][Key.MASKED_PARAMETERS]),
+        "masked_bytes": sum(len(b) for b in replies[alive[0]]["masked_params"]),
         "unmask_bytes": statistics.median(
-            sum(len(s) + 8 for s in a[Key.SHARE_LIST]) for a in answers.values()
+            sum(len(s) + 8 for s in a["shares"]) for a in answers.values()
         ),
     }
 

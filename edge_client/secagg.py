@@ -170,6 +170,8 @@ class SecAggGateway:
             raise InputError(
                 f"update has {update.size} values, round expects {st.config.vector_len}"
             )
+        if not np.isfinite(update).all():
+            raise InputError("update holds NaN or infinity")
         if not isinstance(weight, int) or not 0 <= weight <= st.config.max_weight:
             raise InputError(f"weight must be an int in 0..{st.config.max_weight}")
         if rounding_seed is not None and len(rounding_seed) != 32:
@@ -309,7 +311,10 @@ class SecAggGateway:
         q = quant.quantize(update, cfg.clip, cfg.quant_bits, rounding_seed, ring_bits=bits)
         vec = np.empty(d + 1, dtype=mask.ring_dtype(bits))
         # Weighting happens in the ring (w * q), so the server learns sum(w q) and sum(w) only.
-        vec[:d] = (q.astype(np.uint64) * np.uint64(weight)) & np.uint64((1 << bits) - 1)
+        if weight == 1:
+            vec[:d] = q
+        else:
+            vec[:d] = (q.astype(np.uint64) * np.uint64(weight)) & np.uint64((1 << bits) - 1)
         vec[d] = weight
         add: list[bytes] = [bytes(st.self_seed)]
         sub: list[bytes] = []

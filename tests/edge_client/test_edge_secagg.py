@@ -251,6 +251,7 @@ def test_provide_update_rejects_garbage() -> None:
         (np.zeros((2, 4), np.float32), 1),
         (np.zeros(D, np.float32), 2),
         (np.zeros(D, np.float32), -1),
+        (np.full(D, np.nan, np.float32), 1),
         ([0.0] * D, 1),
     ]:
         with pytest.raises(InputError):
