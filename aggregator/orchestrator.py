@@ -94,6 +94,10 @@ class Orchestrator:
             row = self._register(session, params, parent=None, round_no=None, participants=0)
             return row.version
 
+    def recover(self) -> list[int]:
+        """Abort rounds a crashed predecessor left open (call once at start); their numbers."""
+        return self.runner.recover_unfinished()
+
     def params_of(self, version: int) -> F32:
         """The flat parameters stored in a version's checkpoint (verified against its sha256)."""
         with self.db.session() as session:

@@ -12,15 +12,18 @@ All of this runs on the caller's thread, never on the MQTT network thread.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from aggregator.db import Database, Round, utcnow
 from aggregator.metrics import Metrics
 from aggregator.secagg import AggregateResult, Outbound, SecAggServer, ServerStage
-from native import topics
+from native import topics, wire
 from native.errors import FedgateError, InputError, WireError
 from native.transport import PRESENCE_OFFLINE, Delivery, Transport
 
@@ -29,6 +32,10 @@ log = logging.getLogger(__name__)
 _OPEN = (ServerStage.COLLECT_KEYS, ServerStage.COLLECT_SHARES, ServerStage.COLLECT_MASKED,
          ServerStage.COLLECT_UNMASK)
 _BROADCAST = 0xFFFFFFFF
+
+
+class RunnerStopped(FedgateError):
+    """``cancel()`` interrupted a round; nothing more was sent or recorded for it."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,7 @@ class RoundRunner:
         self.db = db
         self.metrics = metrics
         self.root = transport.config.root
+        self._stop = threading.Event()
         transport.subscribe(topics.all_uplinks(self.root))
         transport.subscribe(topics.all_status(self.root))
 
@@ -67,6 +75,9 @@ class RoundRunner:
         selected = sorted(participants)
         self._record(round_no, create=True, stage="collect_keys", selected=len(selected))
         opening = self.server.open_round(selected, **config)
+        # Kept so that an aggregator restarted mid-round can tell the gateways it is over.
+        self._record(round_no, config={"secagg_round_id": self.server.state.round_id.hex(),
+                                       "participants": selected})
         self._publish(round_no, 0, [opening], announce=True)
         offline: set[int] = set()
         timings: dict[str, float] = {}
@@ -81,6 +92,34 @@ class RoundRunner:
             self._publish(round_no, stage_no, outbound)
             self._record(round_no, stage=self.server.state.stage.value, timings=timings)
         return self._finish(round_no, selected, timings)
+
+    def cancel(self) -> None:
+        """Stop a running round at once, as a crash would (used by shutdown and tests)."""
+        self._stop.set()
+
+    def recover_unfinished(self) -> list[int]:
+        """Abort the rounds a previous process left open: tell their gateways, record why.
+
+        Secure-aggregation state (keys, shares, the masked sum) lives only in memory, so a round
+        cannot resume after a restart; the gateways get a signed abort and join the next round.
+        """
+        with self.db.session() as session:
+            open_rounds = list(session.scalars(select(Round).where(Round.ended_at.is_(None))))
+            pending = [(r.id, r.stage, (r.config or {}).get("secagg_round_id"))
+                       for r in open_rounds]
+        recovered = []
+        for round_no, stage, rid_hex in pending:
+            reason = f"aggregator restarted during {stage or 'setup'}"
+            if isinstance(rid_hex, str) and len(rid_hex) == 32:
+                abort = wire.encode(wire.RoundResult(1, (), reason), bytes.fromhex(rid_hex), 0,
+                                    self.server.identity)
+                self.transport.publish(topics.broadcast(round_no, self.root), abort,
+                                       round_id=round_no, sequence=(0xFF << 32) | _BROADCAST)
+            self._record(round_no, stage="aborted", outcome="aborted", error=reason, ended=True)
+            if self.metrics is not None:
+                self.metrics.rounds.labels(outcome="aborted").inc()
+            recovered.append(round_no)
+        return recovered
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -107,6 +146,8 @@ class RoundRunner:
     def _collect(self, round_no: int, selected: list[int], offline: set[int],
                  deadline: float) -> None:
         while time.monotonic() < deadline:
+            if self._stop.is_set():
+                raise RunnerStopped(f"round {round_no} interrupted")
             if self._expected(selected, offline) <= self._answered():
                 return
             wait = min(0.05, max(0.0, deadline - time.monotonic()))

@@ -45,8 +45,11 @@ class GatewaySim(threading.Thread):
     """One gateway: its protocol core, its MQTT connection, and an optional crash point."""
 
     def __init__(self, port: int, pid: int, key: nacl.signing.SigningKey, server_key: bytes,
-                 crash_in: GatewayStage | None = None) -> None:
+                 crash_in: GatewayStage | None = None,
+                 hang_in: GatewayStage | None = None) -> None:
         super().__init__(daemon=True)
+        self.hang_in = hang_in
+        self.resume = threading.Event()
         self.gw_id = f"gw-{pid}-{uuid.uuid4().hex[:6]}"
         self.pid = pid
         self.core = SecAggGateway(pid, key, server_key, GatewayPolicy(min_participants=3))
@@ -81,6 +84,9 @@ class GatewaySim(threading.Thread):
             if self.crash_in is not None and self.core.state.stage is self.crash_in:
                 self.crash()
                 return
+            if self.hang_in is not None and self.core.state.stage is self.hang_in:
+                self.resume.wait(60)  # connected but silent: only a deadline notices
+                self.hang_in = None
 
     def crash(self) -> None:
         """Power loss: the TCP connection dies without DISCONNECT; the broker sends the will."""
@@ -265,3 +271,79 @@ def test_orchestrated_rounds_produce_signed_lineage(mosquitto: MosquittoBroker,
 
     model = onnx.load_from_string(service.get("/v1/models/3/inference").content)
     assert model.graph.input
+
+
+def test_aggregator_restart_mid_round_aborts_cleanly_then_retries(
+    mosquitto: MosquittoBroker, service: TestClient
+) -> None:
+    from aggregator.round_runner import RunnerStopped
+
+    app = service.app
+    db, metrics = app.state.db, app.state.metrics  # type: ignore[attr-defined]
+    server_key = nacl.signing.SigningKey.generate()
+    keys = {pid: nacl.signing.SigningKey.generate() for pid in range(1, 5)}
+    enrolled = {pid: bytes(k.verify_key) for pid, k in keys.items()}
+    sims = [GatewaySim(mosquitto.port, pid, k, bytes(server_key.verify_key),
+                       hang_in=GatewayStage.MASKED if pid == 4 else None)
+            for pid, k in keys.items()]
+    gateways = {s.pid: s.gw_id for s in sims}
+    agg_id = f"agg-{uuid.uuid4().hex[:6]}"
+
+    def runner_for() -> tuple[RoundRunner, Transport]:
+        transport = Transport(TransportConfig(client_id=agg_id, port=mosquitto.port,
+                                              presence=False))
+        runner = RoundRunner(transport, SecAggServer(server_key, enrolled), gateways, db, metrics)
+        transport.start()
+        return runner, transport
+
+    first, t1 = runner_for()
+    for sim in sims:
+        sim.start()
+    time.sleep(0.3)
+    failure: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run(1, list(keys), stage_timeout_s=60.0, vector_len=D, quant_bits=QBITS,
+                      clip=CLIP)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run_first, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # gateway 4 sits silent in the unmasking stage
+            if service.get("/v1/rounds/1").json().get("stage") == "collect_unmask":
+                break
+            time.sleep(0.05)
+        assert service.get("/v1/rounds/1").json()["stage"] == "collect_unmask"
+        first.cancel()  # the aggregator process dies here
+        thread.join(5)
+        t1.stop()
+        assert len(failure) == 1 and isinstance(failure[0], RunnerStopped)
+
+        second, t2 = runner_for()  # a new process: same key, same database, empty memory
+        try:
+            assert second.recover_unfinished() == [1]
+            sims[3].resume.set()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(
+                s.core.state.stage is not GatewayStage.ABORTED for s in sims
+            ):
+                time.sleep(0.05)
+            assert all(s.core.state.stage is GatewayStage.ABORTED for s in sims)
+            outcome = second.run(2, list(keys), stage_timeout_s=10.0, vector_len=D,
+                                 quant_bits=QBITS, clip=CLIP)
+        finally:
+            t2.stop()
+    finally:
+        for sim in sims:
+            sim.resume.set()
+            sim.close()
+    assert outcome.result is not None and outcome.result.included == (1, 2, 3, 4)
+    bits = sims[0].core.state.config.ring_bits  # type: ignore[union-attr]
+    assert np.array_equal(outcome.result.total, expected_total(sims, (1, 2, 3, 4), bits))
+    old = service.get("/v1/rounds/1").json()
+    assert old["outcome"] == "aborted" and "restarted during collect_unmask" in old["error"]
+    assert service.get("/v1/rounds/2").json()["outcome"] == "completed"
