@@ -10,6 +10,7 @@ rejection-sampled into the field, so any ``threshold - 1`` shares are independen
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 from collections.abc import Sequence
@@ -68,9 +69,9 @@ def _chunks_to_secret(values: U64Array) -> bytes:
 def _check_xs(xs: Sequence[int]) -> U64Array:
     if len(xs) == 0 or len(xs) > MAX_SHARES:
         raise InputError(f"need 1..{MAX_SHARES} x-coordinates, got {len(xs)}")
-    if any(not isinstance(x, int) or isinstance(x, bool) for x in xs):
+    if not all(type(x) is int for x in xs):
         raise InputTypeError("x-coordinates must be ints")
-    if any(x < 1 or x >= _MAX_X for x in xs):
+    if min(xs) < 1 or max(xs) >= _MAX_X:
         raise InputError("x-coordinates must lie in 1 .. 2^32 - 1")
     if len(set(xs)) != len(xs):
         raise InputError("x-coordinates must be distinct")
@@ -117,11 +118,10 @@ def split(secret: bytes, threshold: int, xs: Sequence[int]) -> list[bytes]:
 
 def _share_matrix(shares: Sequence[bytes], n_secrets: int) -> U64Array:
     width = n_secrets * SHARE_BYTES
-    for share in shares:
-        if not isinstance(share, bytes | bytearray):
-            raise InputTypeError("shares must be bytes")
-        if len(share) != width:
-            raise InputError(f"each share must be {width} bytes, got {len(share)}")
+    if not all(isinstance(share, bytes | bytearray) for share in shares):
+        raise InputTypeError("shares must be bytes")
+    if set(map(len, shares)) != {width}:
+        raise InputError(f"each share must be {width} bytes")
     ys = np.frombuffer(b"".join(shares), dtype="<u8").astype(np.uint64)
     if np.any(ys >= np.uint64(PRIME)):
         raise IntegrityError("share value outside the field")
@@ -151,8 +151,16 @@ def combine_many(
     return [_chunks_to_secret(first[s]) for s in range(n_secrets)]
 
 
+@functools.lru_cache(maxsize=256)
+def _lagrange(xs: bytes) -> U64Array:
+    # Holder sets repeat across the owners of a round (always, in the complete graph): reuse.
+    lam: U64Array = _core.shamir_lagrange(np.frombuffer(xs, dtype=np.uint64).copy())
+    lam.setflags(write=False)
+    return lam
+
+
 def _interpolate(xs: U64Array, ys: U64Array) -> U64Array:
-    lam = _core.shamir_lagrange(np.ascontiguousarray(xs))
+    lam = _lagrange(np.ascontiguousarray(xs).tobytes())
     return np.asarray(_core.shamir_combine(lam, np.ascontiguousarray(ys)), dtype=np.uint64)
 
 
