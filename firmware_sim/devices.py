@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,13 @@ from firmware_sim.faults import (
     apply_saturation,
     device_rng,
 )
-from firmware_sim.signals import SignalSource
+from firmware_sim.signals import (
+    AccelSource,
+    Episode,
+    MitbihSource,
+    SignalSource,
+    SyntheticCardiacSource,
+)
 from native.errors import ConfigError, InputError, NativeError
 from native.frames import Sensor
 
@@ -70,7 +76,7 @@ class Firmware:
             cfg.clock_start_us, cfg.battery_capacity_nas = clock_start_us, battery_capacity_nas
             cfg.sample_current_na, cfg.tx_nas_per_byte = SAMPLE_CURRENT_NA, TX_NAS_PER_BYTE
             cfg.status_every_frames = status_every_frames
-        except OverflowError as exc:
+        except (OverflowError, TypeError) as exc:
             raise ConfigError(f"firmware config field out of range: {exc}") from exc
         if _lib.fw_init(self._dev, cfg) != 0:
             raise ConfigError("firmware refused the configuration (sensor, channels, rate, "
@@ -244,3 +250,46 @@ class Device:
             if self.exhausted:
                 break
         yield from self.finish()
+
+
+_SPEC_KEYS = frozenset({"id", "kind", "seed", "hr_bpm", "hrv", "episodes", "record", "lead",
+                        "schedule", "faults", "samples_per_frame", "sample_rate_hz"})
+
+
+def build_device(spec: Mapping[str, Any]) -> Device:
+    """A device from one scenario-file entry, e.g. ``{"id": 3, "kind": "ecg", "seed": 3,
+    "hr_bpm": 70, "episodes": [[60, 30, "afib"]], "faults": {"loss": 0.05}}``. Kinds: ``ecg``,
+    ``ppg`` (synthetic heart), ``acc`` (wrist, ``schedule`` = [[seconds, activity], ...]),
+    ``mitdb`` (``record`` = path of a MIT-BIH record without extension)."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"a device entry must be a table, got {type(spec).__name__}")
+    unknown = set(spec) - _SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"unknown device keys: {sorted(unknown)}")
+    kind, device_id, seed = spec.get("kind"), spec.get("id"), spec.get("seed", 0)
+    if not isinstance(device_id, int) or not isinstance(seed, int):
+        raise ConfigError("a device entry needs an integer 'id' (and an integer 'seed' if given)")
+    fault_table = spec.get("faults", {})
+    if not isinstance(fault_table, Mapping):
+        raise ConfigError(f"'faults' must be a table, got {type(fault_table).__name__}")
+    faults = FaultConfig.from_mapping({"seed": seed, **fault_table})
+    source: SignalSource
+    try:
+        if kind in ("ecg", "ppg"):
+            episodes = tuple(Episode(float(s), float(d), str(k))
+                             for s, d, k in spec.get("episodes", ()))
+            source = SyntheticCardiacSource(kind, float(spec.get("hr_bpm", 70.0)),
+                                            spec.get("sample_rate_hz"), episodes, seed,
+                                            float(spec.get("hrv", 0.03)))
+        elif kind == "acc":
+            schedule = tuple((float(d), str(a)) for d, a in spec.get("schedule", ((60, "rest"),)))
+            source = AccelSource(schedule, int(spec.get("sample_rate_hz", 50)), seed)
+        elif kind == "mitdb":
+            source = MitbihSource(str(spec["record"]), str(spec.get("lead", "MLII")))
+        else:
+            raise ConfigError(f"device kind must be ecg, ppg, acc or mitdb, got {kind!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError | InputError):
+            raise
+        raise ConfigError(f"bad device entry {spec!r}: {exc}") from exc
+    return Device(device_id, source, faults, samples_per_frame=spec.get("samples_per_frame"))
