@@ -46,11 +46,20 @@ def create_app(settings: AggregatorSettings) -> FastAPI:
         with db.session() as session:
             count = session.scalar(select(func.count()).select_from(ModelVersion)) or 0
         app.state.metrics.model_versions.set(count)
+        app.state.rounds = None
+        if settings.rounds != 0:
+            from aggregator.background import RoundService
+
+            app.state.rounds = RoundService(settings, db, app.state.registry,
+                                            app.state.metrics, key)
+            app.state.rounds.start()
         log.info("aggregator ready: %d model versions, database %s", count,
                  db.engine.url.render_as_string())
         try:
             yield
         finally:
+            if app.state.rounds is not None:
+                app.state.rounds.stop()
             db.dispose()
 
     app = FastAPI(

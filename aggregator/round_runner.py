@@ -25,7 +25,7 @@ from aggregator.metrics import Metrics
 from aggregator.secagg import AggregateResult, Outbound, SecAggServer, ServerStage
 from native import topics, wire
 from native.errors import FedgateError, InputError, WireError
-from native.transport import PRESENCE_OFFLINE, Delivery, Transport
+from native.transport import PRESENCE_OFFLINE, PRESENCE_ONLINE, Delivery, Transport
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class RoundRunner:
         self.metrics = metrics
         self.root = transport.config.root
         self._stop = threading.Event()
+        self._online_ids: set[str] = set()
         transport.subscribe(topics.all_uplinks(self.root))
         transport.subscribe(topics.all_status(self.root))
 
@@ -92,6 +93,25 @@ class RoundRunner:
             self._publish(round_no, stage_no, outbound)
             self._record(round_no, stage=self.server.state.stage.value, timings=timings)
         return self._finish(round_no, selected, timings)
+
+    @property
+    def online(self) -> set[int]:
+        """Participant ids of the enrolled gateways whose last presence message said online."""
+        return {pid for gw, pid in self.pids.items() if gw in self._online_ids}
+
+    def set_gateways(self, gateways: dict[int, str], enrolled: dict[int, bytes]) -> None:
+        """Refresh the enrolled fleet between rounds (new enrollments join the next round)."""
+        self.server.enrolled = dict(enrolled)
+        self.gateways = dict(gateways)
+        self.pids = {gw: pid for pid, gw in gateways.items()}
+
+    def idle(self, seconds: float) -> None:
+        """Between rounds: follow presence; anything else that arrives is stale and counted."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop.is_set():
+            delivery = self.transport.receive(timeout=min(0.05, seconds))
+            if delivery is not None:
+                self._on_delivery(-1, delivery, set())
 
     def cancel(self) -> None:
         """Stop a running round at once, as a crash would (used by shutdown and tests)."""
@@ -162,10 +182,16 @@ class RoundRunner:
             self._reject("bad_topic")
             return
         if where.kind == "status":
-            pid = self.pids.get(where.node_id or "")
-            if pid is not None and delivery.payload == PRESENCE_OFFLINE:
-                log.info("gateway %s went offline in round %d", where.node_id, round_no)
-                offline.add(pid)
+            # Presence is kept by gateway id: it may arrive before the enrollment is loaded.
+            node = where.node_id or ""
+            if delivery.payload == PRESENCE_OFFLINE:
+                self._online_ids.discard(node)
+                pid = self.pids.get(node)
+                if pid is not None:
+                    log.info("gateway %s went offline in round %d", node, round_no)
+                    offline.add(pid)
+            elif delivery.payload == PRESENCE_ONLINE:
+                self._online_ids.add(node)
             return
         if where.kind != "up" or where.node_id != delivery.sender:
             self._reject("sender_mismatch")

@@ -46,11 +46,11 @@ class GatewaySim(threading.Thread):
 
     def __init__(self, port: int, pid: int, key: nacl.signing.SigningKey, server_key: bytes,
                  crash_in: GatewayStage | None = None,
-                 hang_in: GatewayStage | None = None) -> None:
+                 hang_in: GatewayStage | None = None, gw_id: str | None = None) -> None:
         super().__init__(daemon=True)
         self.hang_in = hang_in
         self.resume = threading.Event()
-        self.gw_id = f"gw-{pid}-{uuid.uuid4().hex[:6]}"
+        self.gw_id = gw_id or f"gw-{pid}-{uuid.uuid4().hex[:6]}"
         self.pid = pid
         self.core = SecAggGateway(pid, key, server_key, GatewayPolicy(min_participants=3))
         self.update = np.random.default_rng(pid).uniform(-1, 1, D).astype(np.float32)
@@ -347,3 +347,53 @@ def test_aggregator_restart_mid_round_aborts_cleanly_then_retries(
     old = service.get("/v1/rounds/1").json()
     assert old["outcome"] == "aborted" and "restarted during collect_unmask" in old["error"]
     assert service.get("/v1/rounds/2").json()["outcome"] == "completed"
+
+
+def test_service_runs_rounds_unattended(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
+    """`fedgate aggregator serve` with rounds enabled: enroll over REST, come online, get models."""
+    from models import graph
+    from models.zoo import get_spec
+
+    token = "admin-token-0123456789"
+    cfg = AggregatorSettings(
+        admin_token=token, database_url=f"sqlite:///{tmp_path}/svc.db",
+        signing_key_path=tmp_path / "svc.key", mqtt_url=mosquitto.url, rounds=2,
+        min_participants=4, stage_timeout_s=10, round_pause_s=0.2, clip=0.1,
+        strategy="fedyogi", server_lr=0.01,
+    )
+    n_params = graph.parameter_count(get_spec("ecg"))
+    sims: list[GatewaySim] = []
+    with TestClient(create_app(cfg)) as client:
+        for _ in range(4):
+            key = nacl.signing.SigningKey.generate()
+            code = client.post("/v1/enrollment-codes", json={},
+                               headers={"Authorization": f"Bearer {token}"}).json()["code"]
+            proof = key.sign(b"fedgate/enroll/v1\x00" + code.encode()).signature.hex()
+            body = client.post("/v1/gateways", json={
+                "code": code, "proof": proof, "public_key": bytes(key.verify_key).hex()}).json()
+            sim = GatewaySim(mosquitto.port, body["pid"], key,
+                             bytes.fromhex(body["aggregator_public_key"]),
+                             gw_id=body["gateway_id"])
+            sim.update = np.random.default_rng(body["pid"]).uniform(
+                -0.05, 0.05, n_params).astype(np.float32)
+            sims.append(sim)
+        for sim in sims:
+            sim.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rounds = client.get("/v1/rounds").json()["rounds"]
+                if sum(r["outcome"] == "completed" for r in rounds) >= 2:
+                    break
+                time.sleep(0.2)
+            rounds = client.get("/v1/rounds").json()["rounds"]
+            assert [r["outcome"] for r in rounds] == ["completed", "completed"], rounds
+            assert all(r["participants"] == 4 and r["dropouts"] == 0 for r in rounds)
+            latest = client.get("/v1/models/latest").json()
+            assert latest["lineage"] == [3, 2, 1]
+            assert latest["config"]["strategy"]["name"] == "fedyogi"
+            assert "fedgate_model_versions 3.0" in client.get("/metrics").text
+        finally:
+            for sim in sims:
+                sim.close()
+    assert all(s.core.state.stage is GatewayStage.DONE for s in sims)
