@@ -43,3 +43,9 @@ def test_mitdb_entry(mitdb_dir: Path) -> None:
 def test_bad_entries(bad: Any) -> None:
     with pytest.raises(ConfigError if bad != {"id": -1, "kind": "ecg"} else InputError):
         build_device(bad)
+
+
+def test_paced_playback_yields_the_same_frames() -> None:
+    fast = list(build_device({"id": 5, "kind": "ecg", "seed": 5}).run(2))
+    paced = list(build_device({"id": 5, "kind": "ecg", "seed": 5}).run(2, speedup=200.0))
+    assert paced == fast and len(fast) == 8
