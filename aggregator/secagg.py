@@ -20,7 +20,7 @@ import nacl.signing
 import numpy as np
 import numpy.typing as npt
 
-from native import keys, mask, packing, quant, shamir, wire
+from native import keys, mask, quant, shamir, wire
 from native.errors import (
     DuplicateError,
     FedgateError,
@@ -270,7 +270,7 @@ class SecAggServer:
                 ProtocolError(f"{msg.count} ring elements, expected {cfg.vector_len + 1}"),
                 "wrong_length",
             )
-        vec = packing.unpack(msg.payload, msg.count, msg.ring_bits)
+        vec = msg.values()
         if st.accumulator is None:
             st.accumulator = np.zeros(msg.count, dtype=mask.ring_dtype(cfg.ring_bits))
         mask.ring_add(st.accumulator, vec, cfg.ring_bits)

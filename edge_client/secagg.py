@@ -20,7 +20,7 @@ import nacl.signing
 import numpy as np
 import numpy.typing as npt
 
-from native import keys, mask, packing, quant, shamir, wire
+from native import keys, mask, quant, shamir, wire
 from native.errors import (
     InputError,
     MisaddressedError,
@@ -330,7 +330,7 @@ class SecAggGateway:
             (add if self.pid < v else sub).append(seed)
         mask.apply_masks(vec, add, sub, bits)
         st.stage = GatewayStage.MASKED
-        return [self._send(wire.MaskedInput(bits, d + 1, packing.pack(vec, bits)))]
+        return [self._send(wire.MaskedInput.of(vec, bits))]
 
     def _on_unmask(self, msg: wire.UnmaskRequest) -> list[bytes]:
         st, cfg = self.state, self.state.config

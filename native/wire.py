@@ -14,13 +14,17 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Union
 
 import nacl.exceptions
 import nacl.signing
+import numpy as np
+import numpy.typing as npt
 
+from native import packing
 from native.errors import IntegrityError, WireError
 
 __all__ = [
@@ -47,7 +51,9 @@ __all__ = [
     "advertise_signed_bytes",
     "decode",
     "encode",
+    "pack_ring",
     "signing_digest",
+    "unpack_ring",
     "verify_key_entry",
 ]
 
@@ -173,11 +179,50 @@ class SharesRelay:
 
 @dataclass(frozen=True)
 class MaskedInput:
-    """Ring elements packed densely at ``ring_bits`` bits each, LSB first (native.packing)."""
+    """Ring elements packed densely at ``ring_bits`` bits each, LSB first (native.packing).
+
+    After ``decode`` the payload is a read-only view into the received bytes (no copy of a large
+    vector); use :func:`pack_ring` / :func:`unpack_ring` to convert.
+    """
 
     ring_bits: int
     count: int
-    payload: bytes
+    payload: bytes | memoryview
+
+    @classmethod
+    def of(cls, values: npt.NDArray[np.unsignedinteger], bits: int) -> MaskedInput:
+        """Pack a ring vector (native.mask.ring_dtype(bits)) for the wire."""
+        return cls(bits, int(values.size), pack_ring(values, bits))
+
+    def values(self) -> npt.NDArray[np.unsignedinteger]:
+        """The ring elements (read-only when no unpacking was needed)."""
+        return unpack_ring(self.payload, self.count, self.ring_bits)
+
+
+# At 16 and 32 bits the dense LSB-first packing is exactly the little-endian array, so on a
+# little-endian host the vector goes out and comes in without a packing pass.
+_ALIGNED: dict[int, np.dtype[np.unsignedinteger]] = (
+    {16: np.dtype("<u2"), 32: np.dtype("<u4")} if sys.byteorder == "little" else {}
+)
+
+
+def pack_ring(values: npt.NDArray[np.unsignedinteger], bits: int) -> bytes:
+    """Dense LSB-first packing of ring elements at ``bits`` bits each."""
+    if bits in _ALIGNED and values.dtype == _ALIGNED[bits]:
+        return values.tobytes()
+    return packing.pack(values, bits)
+
+
+def unpack_ring(
+    payload: bytes | memoryview, count: int, bits: int
+) -> npt.NDArray[np.unsignedinteger]:
+    """Inverse of :func:`pack_ring`; the payload length must match ``count`` and ``bits``."""
+    if bits in _ALIGNED:
+        if len(payload) != count * bits // 8:
+            raise WireError("ring payload length does not match count and width")
+        view: npt.NDArray[np.unsignedinteger] = np.frombuffer(payload, _ALIGNED[bits], count)
+        return view
+    return packing.unpack(payload, count, bits)
 
 
 @dataclass(frozen=True)
@@ -411,7 +456,7 @@ def _parse(kind: MsgType, r: _Reader) -> Message:
             raise WireError("masked input: bad encoding, width or count")
         if (count * ring_bits + 7) // 8 != len(r.data) - r.pos:
             raise WireError("masked input: payload length does not match count and width")
-        return MaskedInput(ring_bits, count, bytes(r.take(len(r.data) - r.pos)))
+        return MaskedInput(ring_bits, count, r.take(len(r.data) - r.pos).toreadonly())
     if kind is MsgType.UNMASK_REQUEST:
         return UnmaskRequest(_read_ids(r), _read_ids(r))
     if kind is MsgType.UNMASK_SHARES:

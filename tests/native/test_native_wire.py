@@ -7,12 +7,13 @@ import os
 import struct
 
 import nacl.signing
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from native import wire
-from native.errors import IntegrityError, WireError
+from native import packing, wire
+from native.errors import FedgateError, IntegrityError, WireError
 
 KEY = nacl.signing.SigningKey(bytes(32))
 RID = bytes(range(16))
@@ -210,3 +211,23 @@ def test_encode_rejects_bad_fields() -> None:
         wire.encode(SAMPLES[1], RID[:4], 1, KEY)
     with pytest.raises(WireError):
         wire.encode("nope", RID, 1, KEY)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bits", [5, 13, 16, 24, 32])
+def test_ring_packing_matches_native_packing(bits: int) -> None:
+    dtype = np.uint16 if bits <= 16 else np.uint32
+    raw = np.frombuffer(os.urandom(4 * 999), np.uint32).astype(np.uint64)
+    values = (raw % (1 << bits)).astype(dtype)
+    packed = wire.pack_ring(values, bits)
+    assert packed == packing.pack(values, bits)
+    msg = wire.MaskedInput.of(values, bits)
+    back = wire.decode(wire.encode(msg, RID, 1, KEY)).message
+    assert isinstance(back, wire.MaskedInput)
+    assert np.array_equal(back.values(), values) and back.values().dtype == dtype
+
+
+def test_unpack_ring_checks_length() -> None:
+    with pytest.raises(WireError):
+        wire.unpack_ring(bytes(7), 4, 16)
+    with pytest.raises(FedgateError):
+        wire.unpack_ring(bytes(3), 4, 13)
