@@ -4,9 +4,11 @@ The server core decides everything about the protocol; this module only moves it
 the signed round config goes out retained on the announce topic, per-stage messages on the
 round's broadcast topic or a gateway's downlink, and gateway messages come in from the uplinks.
 A stage closes at its deadline, or earlier once every gateway still expected in it has answered;
-a gateway whose last will says ``offline`` is no longer expected. Progress (stage, counts, seconds
-per stage, outcome) is written to the ``rounds`` table as it happens, so ``/v1/rounds`` shows it.
-All of this runs on the caller's thread, never on the MQTT network thread.
+a gateway whose last will says ``offline`` is no longer expected once it has stayed offline for
+``offline_grace_s`` (a broker restart fires every will, and the gateways come back within seconds).
+Progress (stage, counts, seconds per stage, outcome) is written to the ``rounds`` table as it
+happens, so ``/v1/rounds`` shows it. All of this runs on the caller's thread, never on the MQTT
+network thread.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class RoundRunner:
     """Runs rounds for one server core over one connected transport."""
 
     def __init__(self, transport: Transport, server: SecAggServer, gateways: dict[int, str],
-                 db: Database, metrics: Metrics | None = None) -> None:
+                 db: Database, metrics: Metrics | None = None,
+                 offline_grace_s: float = 3.0) -> None:
         unknown = set(gateways) - set(server.enrolled)
         if unknown:
             raise InputError(f"participant ids without an enrolled key: {sorted(unknown)}")
@@ -64,6 +67,7 @@ class RoundRunner:
         self.pids = {gw: pid for pid, gw in gateways.items()}
         self.db = db
         self.metrics = metrics
+        self.offline_grace_s = offline_grace_s
         self.root = transport.config.root
         self._stop = threading.Event()
         self._online_ids: set[str] = set()
@@ -80,7 +84,7 @@ class RoundRunner:
         self._record(round_no, config={"secagg_round_id": self.server.state.round_id.hex(),
                                        "participants": selected})
         self._publish(round_no, 0, [opening], announce=True)
-        offline: set[int] = set()
+        offline: dict[int, float] = {}
         timings: dict[str, float] = {}
         stage_no = 0
         while self.server.state.stage in _OPEN:
@@ -111,7 +115,7 @@ class RoundRunner:
         while time.monotonic() < deadline and not self._stop.is_set():
             delivery = self.transport.receive(timeout=min(0.05, seconds))
             if delivery is not None:
-                self._on_delivery(-1, delivery, set())
+                self._on_delivery(-1, delivery, {})
 
     def cancel(self) -> None:
         """Stop a running round at once, as a crash would (used by shutdown and tests)."""
@@ -143,7 +147,7 @@ class RoundRunner:
 
     # -- stages --------------------------------------------------------------------------------
 
-    def _expected(self, selected: list[int], offline: set[int]) -> set[int]:
+    def _expected(self, selected: list[int], offline: dict[int, float]) -> set[int]:
         st = self.server.state
         pool = {
             ServerStage.COLLECT_KEYS: set(selected),
@@ -151,7 +155,8 @@ class RoundRunner:
             ServerStage.COLLECT_MASKED: set(st.relayed),
             ServerStage.COLLECT_UNMASK: set(st.survivors),
         }[st.stage]
-        return pool - offline
+        cutoff = time.monotonic() - self.offline_grace_s
+        return pool - {pid for pid, since in offline.items() if since <= cutoff}
 
     def _answered(self) -> set[int]:
         st = self.server.state
@@ -163,7 +168,7 @@ class RoundRunner:
         }
         return answered[st.stage]
 
-    def _collect(self, round_no: int, selected: list[int], offline: set[int],
+    def _collect(self, round_no: int, selected: list[int], offline: dict[int, float],
                  deadline: float) -> None:
         while time.monotonic() < deadline:
             if self._stop.is_set():
@@ -175,7 +180,8 @@ class RoundRunner:
             if delivery is not None:
                 self._on_delivery(round_no, delivery, offline)
 
-    def _on_delivery(self, round_no: int, delivery: Delivery, offline: set[int]) -> None:
+    def _on_delivery(self, round_no: int, delivery: Delivery,
+                     offline: dict[int, float]) -> None:
         try:
             where = topics.parse(delivery.topic, self.root)
         except WireError:
@@ -189,9 +195,12 @@ class RoundRunner:
                 pid = self.pids.get(node)
                 if pid is not None:
                     log.info("gateway %s went offline in round %d", node, round_no)
-                    offline.add(pid)
+                    offline.setdefault(pid, time.monotonic())
             elif delivery.payload == PRESENCE_ONLINE:
                 self._online_ids.add(node)
+                pid = self.pids.get(node)
+                if pid is not None:
+                    offline.pop(pid, None)  # back after a network or broker outage
             return
         if where.kind != "up" or where.node_id != delivery.sender:
             self._reject("sender_mismatch")

@@ -397,3 +397,51 @@ def test_service_runs_rounds_unattended(mosquitto: MosquittoBroker, tmp_path: Pa
             for sim in sims:
                 sim.close()
     assert all(s.core.state.stage is GatewayStage.DONE for s in sims)
+
+
+def test_broker_restart_mid_round_keeps_the_round_exact(mosquitto: MosquittoBroker,
+                                                        service: TestClient) -> None:
+    app = service.app
+    server_key = nacl.signing.SigningKey.generate()
+    keys = {pid: nacl.signing.SigningKey.generate() for pid in range(1, 5)}
+    server = SecAggServer(server_key, {pid: bytes(k.verify_key) for pid, k in keys.items()})
+    sims = [GatewaySim(mosquitto.port, pid, k, bytes(server_key.verify_key),
+                       hang_in=GatewayStage.MASKED if pid == 4 else None)
+            for pid, k in keys.items()]
+    agg = Transport(TransportConfig(client_id=f"agg-{uuid.uuid4().hex[:6]}",
+                                    port=mosquitto.port, presence=False, reconnect_max_s=1))
+    runner = RoundRunner(agg, server, {s.pid: s.gw_id for s in sims}, app.state.db,  # type: ignore[attr-defined]
+                         app.state.metrics)  # type: ignore[attr-defined]
+    agg.start()
+    for sim in sims:
+        sim.start()
+    time.sleep(0.3)
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(runner.run(
+        3, list(keys), stage_timeout_s=30.0, vector_len=D, quant_bits=QBITS, clip=CLIP)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if service.get("/v1/rounds/3").json().get("stage") == "collect_unmask":
+                break
+            time.sleep(0.05)
+        mosquitto.restart()  # every client loses its connection mid-round
+        sims[3].resume.set()  # gateway 4's unmask reply leaves once it has reconnected
+        thread.join(40)
+        deadline = time.monotonic() + 15  # the result reaches everyone through their sessions
+        while time.monotonic() < deadline and any(
+            s.core.state.stage is not GatewayStage.DONE for s in sims
+        ):
+            time.sleep(0.05)
+    finally:
+        for sim in sims:
+            sim.resume.set()
+            sim.close()
+        agg.stop()
+    (result,) = [o.result for o in outcome]  # type: ignore[attr-defined]
+    assert result is not None and result.included == (1, 2, 3, 4)
+    bits = sims[0].core.state.config.ring_bits  # type: ignore[union-attr]
+    assert np.array_equal(result.total, expected_total(sims, (1, 2, 3, 4), bits))
+    assert agg.connects >= 2 and sims[3].transport.connects >= 2
+    assert all(s.core.state.stage is GatewayStage.DONE for s in sims)
