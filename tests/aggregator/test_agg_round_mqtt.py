@@ -445,3 +445,16 @@ def test_broker_restart_mid_round_keeps_the_round_exact(mosquitto: MosquittoBrok
     assert np.array_equal(result.total, expected_total(sims, (1, 2, 3, 4), bits))
     assert agg.connects >= 2 and sims[3].transport.connects >= 2
     assert all(s.core.state.stage is GatewayStage.DONE for s in sims)
+
+
+def test_full_round_over_the_embedded_broker(service: TestClient) -> None:
+    """The broker `fedgate sim` starts by default (amqtt) carries a whole round too."""
+    pytest.importorskip("amqtt")
+    from native.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        outcome, sims = run_round(broker, service, 4, {3: GatewayStage.MASKED})  # type: ignore[arg-type]
+    result = outcome.result  # type: ignore[attr-defined]
+    assert result is not None and result.included == (1, 2, 3, 4)
+    bits = sims[0].core.state.config.ring_bits  # type: ignore[union-attr]
+    assert np.array_equal(result.total, expected_total(sims, result.included, bits))
