@@ -11,12 +11,25 @@ import sys
 
 
 def _sim(args: argparse.Namespace) -> int:
-    print(
-        "fedgate sim: the end-to-end federated simulation is not implemented yet "
-        "(it lands with the end-to-end rounds work). Nothing was run.",
-        file=sys.stderr,
-    )
-    return 2
+    import logging
+    from pathlib import Path
+
+    from firmware_sim.sim import SimConfig, run_sim
+    from native.errors import FedgateError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = SimConfig(out=Path(args.out), gateways=args.gateways, rounds=args.rounds,
+                    broker=args.broker, data=args.data,
+                    data_dir=Path(args.data_dir) if args.data_dir else None,
+                    holdout=[r for r in (args.holdout or "").split(",") if r],
+                    seed=args.seed, quant_bits=args.quant_bits, secagg=args.secagg,
+                    neighbours=args.neighbours)
+    try:
+        run_sim(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except FedgateError as exc:
+        print(f"fedgate sim: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,10 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("sim", help="run a federated simulation on one machine")
     sim.add_argument("--out", default="sim-out", help="output folder for report.json and plots")
+    sim.add_argument("--gateways", type=int, default=4, help="synthetic gateways (default 4)")
+    sim.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
+    sim.add_argument("--broker", help="external broker mqtt://host:port (default: embedded)")
+    sim.add_argument("--data", choices=["synthetic", "mitdb"], default="synthetic")
+    sim.add_argument("--data-dir", help="folder of MIT-BIH records for --data mitdb")
+    sim.add_argument("--holdout", help="comma-separated held-out records (mitdb)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--quant-bits", type=int, default=8)
+    sim.add_argument("--secagg", choices=["full", "plus"], default="full",
+                     help="complete graph, or SecAgg+ with --neighbours k")
+    sim.add_argument("--neighbours", type=int, help="SecAgg+ neighbours (even; default 10)")
     sim.set_defaults(func=_sim)
     # Listed for --help only: main() hands "aggregator ..." to aggregator.cli untouched.
     sub.add_parser("aggregator", help="the aggregator service: fedgate aggregator serve")
     sub.add_parser("models", help="models: fedgate models export --model ecg ...")
+    sub.add_parser("gateway", help="the gateway daemon: fedgate gateway run --config FILE")
     return parser
 
 
@@ -37,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from aggregator.cli import main as aggregator_main
 
         return aggregator_main(argv[1:])
+    if argv[:1] == ["gateway"]:
+        from edge_client.cli import main as gateway_main
+
+        return gateway_main(argv[1:])
     if argv[:1] == ["models"]:
         from models.cli import main as models_main
 

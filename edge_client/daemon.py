@@ -1,0 +1,379 @@
+"""The gateway daemon: identity, enrollment, then one federated round after another.
+
+One worker thread owns everything that touches the protocol core (``edge_client.secagg``): it
+takes verified deliveries from the transport's inbox, feeds them to the core and publishes the
+replies. The MQTT network thread only decodes and enqueues (``native.transport``). Training runs
+on a second thread while the key exchange proceeds, and its result is handed to the core by the
+worker, so the core is never touched by two threads.
+
+Per round: the signed ROUND_CONFIG arrives (retained on the announce topic); the gateway checks
+that it is listed, that the config meets its policy minimums (the core's ``GatewayPolicy`` plus
+``max_clip``) and that it is eligible (new samples, battery, charging, load), advertises its
+keys, downloads the latest global model over REST and verifies the aggregator's signature,
+trains with ``models.trainer.train_local`` on its local data, and hands the delta to the core,
+which clips, quantizes and masks it. Broker restarts are absorbed by the transport's reconnect
+(persistent session, QoS 1); an aggregator restart arrives as a signed abort, after which the
+gateway simply waits for the next announcement. ``stop()`` (SIGTERM) leaves at once: the
+transport publishes ``offline``, so the aggregator counts this gateway as a dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import nacl.signing
+import numpy as np
+import numpy.typing as npt
+
+from edge_client import eligibility
+from edge_client.config import GatewayConfig
+from edge_client.enroll import AggregatorClient
+from edge_client.identity import (
+    KEY_FILE,
+    Enrollment,
+    load_enrollment,
+    load_or_create_identity,
+    save_enrollment,
+)
+from edge_client.localdata import LocalData, StoreData
+from edge_client.secagg import GatewayPolicy, GatewayStage, SecAggGateway
+from native import keys, quant, topics, wire
+from native.errors import FedgateError, ProtocolError, TransportError
+from native.transport import Delivery, Transport, TransportConfig
+
+log = logging.getLogger(__name__)
+
+_IN_ROUND = (GatewayStage.ADVERTISED, GatewayStage.SHARED, GatewayStage.MASKING,
+             GatewayStage.MASKED, GatewayStage.UNMASKED)
+_AWAITING_UPDATE = (GatewayStage.ADVERTISED, GatewayStage.SHARED, GatewayStage.MASKING)
+_FRAME_HEADER = 104
+
+
+@dataclass
+class RoundStats:
+    """What this gateway spent on one round (for logs and the simulator's report)."""
+
+    round_no: int
+    stage: str = "advertised"
+    samples: int = 0
+    model_version: int = 0
+    download_s: float = 0.0
+    train_s: float = 0.0
+    protocol_s: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    model_bytes: int = 0
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class _Trained:
+    delta: npt.NDArray[np.float32]
+    samples: int
+    version: int
+    download_s: float
+    train_s: float
+    model_bytes: int
+    metrics: dict[str, float]
+
+
+class GatewayDaemon:
+    """One gateway. ``run()`` blocks until ``stop()``; everything else is for tests and the sim."""
+
+    def __init__(self, config: GatewayConfig, *, data: LocalData | None = None,
+                 host_probe: eligibility.HostProbe | None = None,
+                 record_updates: bool = False) -> None:
+        self.config = config
+        self.data = data or StoreData(config.data_dir / "store.sqlite")
+        self.host_probe = host_probe or eligibility.read_host
+        # Kept only when asked (tests, the simulator's exactness check): the quantized update
+        # is what the aggregator must never see alone, so a production gateway does not hold it.
+        self.record_updates = record_updates
+        self.quantized: dict[int, npt.NDArray[Any]] = {}
+        self.stats: dict[int, RoundStats] = {}
+        self.ready = threading.Event()
+        self.identity: nacl.signing.SigningKey | None = None
+        self.enrollment: Enrollment | None = None
+        self.transport: Transport | None = None
+        self.core: SecAggGateway | None = None
+        self._stop = threading.Event()
+        self._round_no = -1
+        self._training: Future[_Trained] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgate-train")
+        self._client = AggregatorClient(config.gateway.aggregator_url,
+                                        config.gateway.http_timeout_s)
+        self._n_params = 0
+        self._artifacts: Any = None
+        self._trained_through = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the daemon to leave (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> int:
+        """Start up, then serve rounds until ``stop()``; returns a process exit status."""
+        try:
+            self._start_up()
+            if self._stop.is_set():
+                return 0
+            self.ready.set()
+            log.info("gateway %s ready", self.gateway_id)
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            self._shut_down()
+        return 0
+
+    @property
+    def gateway_id(self) -> str:
+        return self.enrollment.gateway_id if self.enrollment else ""
+
+    def _start_up(self) -> None:
+        from models.artifacts import ensure
+
+        folder = self.config.data_dir
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.identity = load_or_create_identity(folder / KEY_FILE)
+        self.enrollment = load_enrollment(folder) or self._enroll()
+        if self.enrollment is None:
+            return
+        self._artifacts = ensure(self.config.gateway.model)
+        self._n_params = int(self._artifacts.manifest.parameter_count)
+        self.core = self._new_core()
+        self.transport = self._connect()
+
+    def _enroll(self) -> Enrollment | None:
+        assert self.identity is not None
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                rec = self._client.enroll(self.identity, self.config.gateway.enrollment_code,
+                                          self.config.gateway.label)
+                save_enrollment(self.config.data_dir, rec)
+                return rec
+            except TransportError as exc:  # aggregator not up yet: keep trying
+                log.warning("enrollment: %s; retrying in %.0f s", exc, delay)
+                self._stop.wait(delay)
+                delay = min(30.0, delay * 2)
+        return None
+
+    def _new_core(self) -> SecAggGateway:
+        assert self.identity is not None and self.enrollment is not None
+        pol = self.config.policy
+        policy = GatewayPolicy(min_participants=pol.min_participants, min_degree=pol.min_degree,
+                               min_threshold_fraction=pol.min_threshold_fraction,
+                               min_quant_bits=pol.min_quant_bits,
+                               max_quant_bits=pol.max_quant_bits)
+        return SecAggGateway(self.enrollment.pid, self.identity, self.enrollment.server_key,
+                             policy)
+
+    def _connect(self) -> Transport | None:
+        g = self.config.gateway
+        tconf = TransportConfig.from_url(
+            g.broker_url, self.gateway_id, root=g.topic_root, ca_certs=g.ca_file or None,
+            reconnect_max_s=g.reconnect_max_s, keepalive_s=g.keepalive_s)
+        transport = Transport(tconf)
+        for topic_filter in (topics.announce(g.topic_root), topics.all_broadcasts(g.topic_root),
+                             topics.gateway_downlinks(self.gateway_id, g.topic_root)):
+            transport.subscribe(topic_filter)
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                transport.start(timeout=10.0)
+                return transport
+            except TransportError as exc:  # broker away: paho's backoff starts once connected
+                log.warning("broker: %s; retrying in %.0f s", exc, delay)
+                self._stop.wait(delay)
+                delay = min(float(g.reconnect_max_s), delay * 2)
+        return None
+
+    def _shut_down(self) -> None:
+        if self._training is not None:
+            self._training.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.core is not None:
+            _wipe(self.core)
+        if self.transport is not None:
+            self.transport.stop()
+        log.info("gateway %s stopped", self.gateway_id)
+
+    # -- the worker loop -------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        assert self.transport is not None
+        self._collect_training()
+        delivery = self.transport.receive(timeout=0.05)
+        if delivery is None:
+            return
+        try:
+            self._on_delivery(delivery)
+        except FedgateError as exc:
+            log.warning("round %d: %s: %s", delivery.round_id, type(exc).__name__, exc)
+            self._note_error(delivery.round_id, f"{type(exc).__name__}: {exc}")
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        env = wire.decode(delivery.payload)
+        if env.msg_type is wire.MsgType.ROUND_CONFIG:
+            self._on_config(delivery, env)
+            return
+        if delivery.round_id != self._round_no:
+            return  # another round's traffic (old broadcasts, rounds this gateway sat out)
+        self._feed(delivery.round_id, len(delivery.payload),
+                   lambda core: core.handle(delivery.payload))
+
+    def _on_config(self, delivery: Delivery, env: wire.Envelope) -> None:
+        assert self.core is not None and self.enrollment is not None
+        cfg = env.message
+        assert isinstance(cfg, wire.RoundConfig)
+        if delivery.round_id <= self._round_no:
+            return  # the retained announcement of a round this gateway has already seen
+        if self.core.state.stage in _IN_ROUND:
+            log.warning("round %d announced while round %d was open: leaving the old one",
+                        delivery.round_id, self._round_no)
+            self._abandon()
+        if self.enrollment.pid not in {p.pid for p in cfg.participants}:
+            log.debug("round %d: not selected", delivery.round_id)
+            return
+        env.verify(self.enrollment.server_key)
+        if cfg.clip > self.config.policy.max_clip:
+            raise ProtocolError(f"round config clip {cfg.clip} > policy max_clip "
+                                f"{self.config.policy.max_clip}")
+        if cfg.vector_len != self._n_params:
+            raise ProtocolError(f"round wants {cfg.vector_len} values, the model has "
+                                f"{self._n_params}")
+        samples = self.data.sample_count()
+        decision = eligibility.check(self.config.eligibility, samples - self._trained_through,
+                                     self.host_probe())
+        if not decision.eligible:
+            log.info("round %d: sitting out (%s)", delivery.round_id, "; ".join(decision.reasons))
+            return
+        self._round_no = delivery.round_id
+        self.stats[self._round_no] = RoundStats(self._round_no)
+        self._feed(delivery.round_id, len(delivery.payload),
+                   lambda core: core.handle(delivery.payload))
+        if self.core.state.stage is GatewayStage.ADVERTISED:
+            self._training = self._pool.submit(self._train, self._round_no)
+
+    def _feed(self, round_no: int, incoming: int, call: Any) -> None:
+        assert self.core is not None
+        stats = self.stats.get(round_no)
+        started = time.perf_counter()
+        try:
+            replies: list[bytes] = call(self.core)
+        finally:
+            if stats is not None:
+                stats.protocol_s += time.perf_counter() - started
+                stats.bytes_down += incoming + (_FRAME_HEADER if incoming else 0)
+                stats.stage = self.core.state.stage.value
+        self._publish(round_no, replies)
+        if self.core.state.stage in (GatewayStage.DONE, GatewayStage.ABORTED):
+            self._end_round()
+
+    def _publish(self, round_no: int, replies: list[bytes]) -> None:
+        assert self.transport is not None
+        stats = self.stats.get(round_no)
+        for reply in replies:
+            # Sequence = the wire message type: a reply re-sent after a crash has the same key.
+            self.transport.publish(topics.up(round_no, self.gateway_id,
+                                             self.config.gateway.topic_root), reply,
+                                   round_id=round_no, sequence=reply[6])
+            if stats is not None:
+                stats.bytes_up += len(reply) + _FRAME_HEADER
+
+    def _end_round(self) -> None:
+        assert self.core is not None
+        stats = self.stats.get(self._round_no)
+        if stats is not None and self.core.state.stage is GatewayStage.ABORTED:
+            stats.error = stats.error or self.core.state.abort_reason
+        if self._training is not None:
+            self._training.cancel()
+            self._training = None
+        log.info("round %d: %s", self._round_no, self.core.state.stage.value)
+
+    def _abandon(self) -> None:
+        assert self.core is not None
+        old = self.core
+        _wipe(old)
+        self.core = self._new_core()
+        self.core.state.seen_rounds = set(old.state.seen_rounds)
+        if self._training is not None:
+            self._training.cancel()
+            self._training = None
+
+    def _note_error(self, round_no: int, message: str) -> None:
+        stats = self.stats.get(round_no)
+        if stats is not None:
+            stats.error = message
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def _train(self, round_no: int) -> _Trained:
+        from models.trainer import TrainConfig, train_local
+
+        assert self.enrollment is not None
+        started = time.perf_counter()
+        model = self._client.latest_model(self.enrollment.server_key, self.config.gateway.model,
+                                          self._n_params)
+        downloaded = time.perf_counter()
+        inputs, labels = self.data.dataset()
+        t = self.config.training
+        res = train_local(self._artifacts, model.params, inputs, labels, TrainConfig(
+            epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, mu=t.mu,
+            class_weights=tuple(t.class_weights) or None, seed=secrets.randbits(31)),
+            threads=t.threads)
+        return _Trained(np.ascontiguousarray(res.delta, dtype=np.float32), int(res.n_samples),
+                        model.version, downloaded - started, time.perf_counter() - downloaded,
+                        4 * self._n_params, dict(res.metrics))
+
+    def _collect_training(self) -> None:
+        future = self._training
+        if future is None or not future.done():
+            return
+        self._training = None
+        stats = self.stats.get(self._round_no)
+        try:
+            trained = future.result()
+        except Exception as exc:  # the round goes on without this gateway's update
+            log.warning("round %d: no update: %s", self._round_no, exc)
+            self._note_error(self._round_no, f"{type(exc).__name__}: {exc}")
+            return
+        assert self.core is not None
+        if stats is not None:
+            stats.samples, stats.model_version = trained.samples, trained.version
+            stats.download_s, stats.train_s = trained.download_s, trained.train_s
+            stats.model_bytes, stats.train_metrics = trained.model_bytes, trained.metrics
+        if self.core.state.stage not in _AWAITING_UPDATE:
+            return
+        seed = os.urandom(32)
+        if self.record_updates and self.core.state.config is not None:
+            c = self.core.state.config
+            self.quantized[self._round_no] = quant.quantize(trained.delta, c.clip, c.quant_bits,
+                                                            seed, ring_bits=c.ring_bits)
+        self._trained_through = self.data.sample_count()
+        self._feed(self._round_no, 0,
+                   lambda core: core.provide_update(trained.delta, 1, rounding_seed=seed))
+
+
+def _wipe(core: SecAggGateway) -> None:
+    """Drop a core's round secrets when the daemon leaves it (its own wipe is private)."""
+    st = core.state
+    if st.round_keys is not None:
+        st.round_keys.wipe()
+    keys.wipe(st.self_seed)
+    st.held_shares.clear()
+    st.enc_keys.clear()
+    st.pending_update = None

@@ -1,0 +1,143 @@
+"""Training data of one gateway: ECG beats from its local SQLite store, never uploaded.
+
+``StoreData`` turns what ingestion stored (samples and annotated R peaks per wearable) into the
+ECG model's inputs with ``models.ecg.beats_from_stream``, one contiguous stretch of signal at a
+time, so a gap in the radio link never splices two stretches into one beat window. Each device is
+one patient: its normalisation statistics come from its own longest stretch. ``ArrayData`` holds
+inputs prepared elsewhere (a simulator that has already preprocessed its records).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_client.store import Store
+from models.ecg import AAMI, PatientStats, beats_from_stream, patient_stats
+from native.errors import InputError
+from native.frames import Sensor
+
+Inputs = dict[str, npt.NDArray[Any]]
+
+# Gaps longer than this split the signal; shorter holes cannot happen (samples are keyed).
+_MIN_STRETCH = 2 * 360
+
+
+class LocalData(Protocol):
+    """What the daemon trains on."""
+
+    def sample_count(self) -> int:
+        """Labelled samples available now (cheap: called before every round)."""
+        ...
+
+    def dataset(self) -> tuple[Inputs, npt.NDArray[np.int64]]:
+        """Model inputs and integer labels of every labelled sample."""
+        ...
+
+
+class ArrayData:
+    """Inputs already in memory (simulators, tests)."""
+
+    def __init__(self, inputs: Inputs, labels: npt.NDArray[Any]) -> None:
+        n = len(labels)
+        if any(len(v) != n for v in inputs.values()):
+            raise InputError("every input needs one row per label")
+        self.inputs = inputs
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def sample_count(self) -> int:
+        return int(self.labels.size)
+
+    def dataset(self) -> tuple[Inputs, npt.NDArray[np.int64]]:
+        return self.inputs, self.labels
+
+
+class StoreData:
+    """ECG beats from the gateway store at ``path`` (opened per call: the daemon's threads and
+    the ingestor each keep their own SQLite connection)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def sample_count(self) -> int:
+        if not self.path.exists():
+            return 0
+        store = Store(self.path)
+        try:
+            return sum(sum(1 for _, label, _ in store.beats(d) if label in AAMI)
+                       for d in self._ecg_devices(store))
+        finally:
+            store.close()
+
+    def dataset(self) -> tuple[Inputs, npt.NDArray[np.int64]]:
+        parts: list[tuple[Inputs, npt.NDArray[np.int64]]] = []
+        store = Store(self.path)
+        try:
+            for device in self._ecg_devices(store):
+                parts.extend(_device_beats(store, device))
+        finally:
+            store.close()
+        if not parts:
+            raise InputError(f"no ECG beats in {self.path}")
+        inputs = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+        return inputs, np.concatenate([p[1] for p in parts])
+
+    @staticmethod
+    def _ecg_devices(store: Store) -> list[int]:
+        out = []
+        for device in store.device_ids():
+            info = store.device(device)
+            if info is None or info["sensor"] == int(Sensor.ECG):
+                out.append(device)
+        return out
+
+
+def _sample_rate(info: dict[str, int]) -> float:
+    rate, channels = info.get("sample_rate_hz") or 360, info.get("n_channels") or 1
+    # Ingest currently records rate and channel count in each other's column; an ECG patch
+    # never has 50+ channels nor a rate below 50 Hz, so the swap is unambiguous.
+    if rate < 50 <= channels:
+        rate = channels
+    return float(rate)
+
+
+def _stretches(idx: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+    """[lo, hi) positions of runs of consecutive sample numbers."""
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    bounds = [0, *breaks.tolist(), int(idx.size)]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b - a >= _MIN_STRETCH]
+
+
+def _device_beats(store: Store, device: int) -> list[tuple[Inputs, npt.NDArray[np.int64]]]:
+    idx, vals = store.signal(device, clean_only=True)
+    if idx.size == 0:
+        return []
+    fs = _sample_rate(store.device(device) or {})
+    signal = vals[:, 0].astype(np.float64)  # counts; amplitude normalisation removes the scale
+    beats = store.beats(device)
+    samples = np.array([b[0] for b in beats], dtype=np.int64)
+    symbols = [b[1] for b in beats]
+    stretches = _stretches(idx)
+    if not stretches:
+        return []
+    stats: PatientStats | None = None
+    out = []
+    for lo, hi in sorted(stretches, key=lambda s: s[0] - s[1]):  # longest first: sets stats
+        first, last = int(idx[lo]), int(idx[hi - 1])
+        sel = np.flatnonzero((samples >= first) & (samples <= last))
+        if sel.size < 3:
+            continue
+        peaks = samples[sel] - first
+        x = signal[lo:hi]
+        if stats is None:
+            stats = patient_stats(x, peaks, fs)
+        inputs, used = beats_from_stream(x, peaks, fs, stats)
+        labels = np.array([AAMI.get(symbols[sel[u]], -1) for u in used], dtype=np.int64)
+        keep = labels >= 0
+        if keep.any():
+            out.append(({k: v[keep] for k, v in inputs.items()}, labels[keep]))
+    return out

@@ -1,0 +1,269 @@
+"""``fedgate sim``: a whole deployment on one machine, run for R rounds.
+
+The parts are the real ones, wired as they are in production: an MQTT broker (the embedded amqtt
+broker, or an external Mosquitto given by ``--broker``), the aggregator's FastAPI app served by
+uvicorn over real HTTP, and N gateway daemons (``edge_client.daemon``, one thread each: training
+releases the GIL inside onnxruntime) that enroll over REST with one-time codes, download and
+verify signed models, train on their own local store and take part in secure aggregation over
+MQTT. The simulator plays the operator: it issues enrollment codes and drives the aggregator's
+orchestrator round by round (instead of its background loop) so that it can time each round and
+check each aggregate. Because it is a simulation it may also look inside the gateways: each one
+records its quantized update, and the simulator checks that the securely recovered sum equals
+the exact sum of the survivors' updates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_client.config import config_from_dict
+from edge_client.daemon import GatewayDaemon
+from edge_client.eligibility import HostReadings
+from edge_client.localdata import LocalData, StoreData
+from native.broker import EmbeddedBroker, free_port, wait_for_port
+from native.errors import ConfigError, TransportError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class SimConfig:
+    """Everything ``fedgate sim`` can be told."""
+
+    out: Path = Path("sim-out")
+    gateways: int = 4
+    rounds: int = 3
+    broker: str | None = None
+    data: str = "synthetic"
+    data_dir: Path | None = None
+    holdout: list[str] = field(default_factory=list)
+    seed: int = 0
+    quant_bits: int = 8
+    secagg: str = "full"
+    neighbours: int | None = None
+    clip: float = 0.05
+    epochs: int = 2
+    lr: float = 3e-3
+    mu: float = 0.0
+    seconds: float = 240.0
+    holdout_patients: int = 3
+    stage_timeout_s: float = 60.0
+
+    def check(self) -> None:
+        """Raise ConfigError on anything the simulation cannot run with."""
+        if self.data not in ("synthetic", "mitdb"):
+            raise ConfigError(f"--data must be synthetic or mitdb, got {self.data!r}")
+        if self.data == "mitdb" and self.data_dir is None:
+            raise ConfigError("--data mitdb needs --data-dir DIR")
+        if self.data == "synthetic" and not 2 <= self.gateways <= 256:
+            raise ConfigError("--gateways must be 2..256")
+        if not 1 <= self.rounds <= 1000:
+            raise ConfigError("--rounds must be 1..1000")
+        if not 2 <= self.quant_bits <= 16:
+            raise ConfigError("--quant-bits must be 2..16")
+        if self.secagg not in ("full", "plus"):
+            raise ConfigError("--secagg must be full or plus")
+        if self.neighbours is not None and (self.neighbours < 2 or self.neighbours % 2):
+            raise ConfigError("--neighbours must be an even number >= 2")
+        if not 30.0 <= self.seconds <= 86400 or not self.clip > 0:
+            raise ConfigError("need 30 <= seconds of signal per gateway and clip > 0")
+        if self.broker is not None and not self.broker.startswith(("mqtt://", "mqtts://")):
+            raise ConfigError(f"--broker must be mqtt://host:port, got {self.broker!r}")
+
+
+@contextmanager
+def broker_for(url: str | None) -> Iterator[str]:
+    """The given external broker, or an embedded one for the duration of the block."""
+    if url is not None:
+        yield url
+        return
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
+
+
+class AggregatorService:
+    """The aggregator's app served by uvicorn on a loopback port, in a thread of this process."""
+
+    def __init__(self, workdir: Path, mqtt_url: str) -> None:
+        from aggregator.app import create_app
+        from aggregator.settings import AggregatorSettings
+
+        self.admin_token = secrets.token_urlsafe(24)
+        # rounds=0: the simulator drives the orchestrator itself, round by round.
+        self.settings = AggregatorSettings.model_validate({
+            "admin_token": self.admin_token,
+            "database_url": f"sqlite:///{workdir / 'aggregator.db'}",
+            "signing_key_path": workdir / "aggregator-signing.key", "mqtt_url": mqtt_url,
+            "rounds": 0})
+        self.app = create_app(self.settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="fedgate-aggregator",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self._server.started or not wait_for_port("127.0.0.1", self.port, 1.0):
+            raise TransportError(f"the aggregator did not start on {self.url}")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(15)
+
+    def enrollment_code(self, label: str) -> str:
+        """Issue a one-time enrollment code, as the operator would."""
+        req = urllib.request.Request(
+            self.url + "/v1/enrollment-codes", data=json.dumps({"label": label}).encode(),
+            headers={"Authorization": f"Bearer {self.admin_token}",
+                     "Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return str(json.loads(resp.read())["code"])
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=30) as resp:
+            data: bytes = resp.read()
+        return data
+
+
+def gateway_config(index: int, workdir: Path, broker_url: str, agg: AggregatorService,
+                   cfg: SimConfig, n_gateways: int) -> dict[str, Any]:
+    """The TOML tables of one simulated gateway (what its config file would say)."""
+    return {
+        "gateway": {"data_dir": str(workdir / f"gateway-{index:03d}"), "broker_url": broker_url,
+                    "aggregator_url": agg.url, "label": f"sim-{index}",
+                    "enrollment_code": agg.enrollment_code(f"sim-{index}"),
+                    "reconnect_max_s": 5},
+        "policy": {"min_participants": min(3, n_gateways), "max_clip": max(1.0, cfg.clip)},
+        # A recorded data set has no "new" samples; the sim's host is always eligible.
+        "eligibility": {"min_new_samples": 0, "max_load_per_cpu": 1e6},
+        "training": {"epochs": cfg.epochs, "lr": cfg.lr, "mu": cfg.mu, "batch_size": 64},
+    }
+
+
+def _host() -> HostReadings:
+    return HostReadings(battery_pct=80.0, charging=True, load_per_cpu=0.0)
+
+
+class Fleet:
+    """The running gateways: one daemon thread each."""
+
+    def __init__(self) -> None:
+        self.daemons: list[GatewayDaemon] = []
+        self.threads: list[threading.Thread] = []
+
+    def add(self, tables: dict[str, Any], data: LocalData | None) -> GatewayDaemon:
+        daemon = GatewayDaemon(config_from_dict(tables, {}), data=data, host_probe=_host,
+                               record_updates=True)
+        thread = threading.Thread(target=daemon.run, name=f"gateway-{len(self.daemons)}",
+                                  daemon=True)
+        self.daemons.append(daemon)
+        self.threads.append(thread)
+        thread.start()
+        return daemon
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for daemon, thread in zip(self.daemons, self.threads, strict=True):
+            while not daemon.ready.wait(0.1):
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise TransportError(f"gateway {thread.name} did not come up "
+                                         "(see its log: enrollment, broker or model artifacts)")
+
+    def stop(self) -> None:
+        for daemon in self.daemons:
+            daemon.stop()
+        for thread in self.threads:
+            thread.join(30)
+
+
+def prepare_data(cfg: SimConfig, workdir: Path, progress: Progress
+                 ) -> tuple[list[LocalData | None], Any, list[str]]:
+    """Per-gateway local data (None: the daemon's own store), held-out inputs and labels."""
+    from firmware_sim import simdata
+
+    if cfg.data == "mitdb":
+        assert cfg.data_dir is not None
+        train, held = simdata.split_records(simdata.mitdb_records(cfg.data_dir), cfg.holdout)
+        progress(f"MIT-BIH: {len(train)} gateway records, held out {', '.join(held)}")
+        data: list[LocalData | None] = [simdata.mitdb_data(cfg.data_dir, r) for r in train]
+        return data, simdata.mitdb_holdout(cfg.data_dir, held), train
+    names = []
+    for i in range(cfg.gateways):
+        folder = workdir / f"gateway-{i:03d}"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        spec = simdata.patient_spec(i, cfg.seed, cfg.seconds)
+        simdata.fill_store(folder / "store.sqlite", spec, cfg.seconds)
+        names.append(f"synthetic-{i}")
+    progress(f"synthetic ECG: {cfg.gateways} patches x {cfg.seconds:.0f} s streamed into the "
+             f"gateways' stores")
+    holdout = simdata.synthetic_holdout(workdir, cfg.holdout_patients, cfg.seed, cfg.seconds)
+    return [None] * cfg.gateways, holdout, names
+
+
+def run_sim(cfg: SimConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the simulation; writes report.json, learning_curves.png and global_model.onnx."""
+    from firmware_sim.rounds import RoundDriver
+
+    cfg.check()
+    say = progress or log.info
+    started = time.monotonic()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    workdir = cfg.out / "work"
+    workdir.mkdir(exist_ok=True)
+    data, holdout, names = prepare_data(cfg, workdir, say)
+    from models.artifacts import ensure
+
+    ensure("ecg")  # generated once here, not by every gateway thread at once
+    with broker_for(cfg.broker) as broker_url:
+        say(f"broker {broker_url}")
+        agg = AggregatorService(workdir, broker_url)
+        agg.start()
+        fleet = Fleet()
+        try:
+            for i, local in enumerate(data):
+                tables = gateway_config(i, workdir, broker_url, agg, cfg, len(data))
+                if local is None:
+                    local = StoreData(Path(tables["gateway"]["data_dir"]) / "store.sqlite")
+                fleet.add(tables, local)
+            fleet.wait_ready(120)
+            say(f"aggregator {agg.url}; {len(fleet.daemons)} gateways enrolled and online")
+            driver = RoundDriver(agg, fleet, cfg, broker_url, holdout)
+            report = driver.run(say)
+        finally:
+            fleet.stop()
+            agg.stop()
+    report["gateways"] = names
+    report["wall_s"] = round(time.monotonic() - started, 3)
+    from firmware_sim.report import write_outputs
+
+    write_outputs(cfg.out, report)
+    say(f"done in {report['wall_s']:.1f} s: {cfg.out / 'report.json'}")
+    return report
