@@ -370,6 +370,7 @@ class SecAggServer:
         sub = [self._combine(u, seed_shares[u], "self-mask seed") for u in st.survivors]
         add: list[bytes] = []
         survivors = set(st.survivors)
+        pairs: list[tuple[bytes, int, int]] = []
         for v in st.dropped:
             partners = [u for u in st.relayed[v] if u in survivors]
             if not partners:
@@ -379,17 +380,17 @@ class SecAggServer:
                 keys.x25519_public(secret), st.advertised[v].mask_public
             ):
                 raise IntegrityError(f"recovered mask key of {v} does not match its public key")
-            for u in partners:
-                seed = keys.pair_seed(
-                    secret,
-                    st.advertised[u].mask_public,
-                    st.round_id,
-                    u,
-                    v,
-                    keys.Purpose.PAIRWISE_MASK,
-                )
-                # u added the pair mask when u < v and subtracted it otherwise; undo that.
-                (sub if u < v else add).append(seed)
+            pairs += [(secret, u, v) for u in partners]
+
+        def pair_mask(item: tuple[bytes, int, int]) -> bytes:
+            secret, u, v = item
+            return keys.pair_seed(
+                secret, st.advertised[u].mask_public, st.round_id, u, v, keys.Purpose.PAIRWISE_MASK
+            )
+
+        for (_, u, v), seed in zip(pairs, keys.map_chunked(pair_mask, pairs), strict=True):
+            # u added the pair mask when u < v and subtracted it otherwise; undo that.
+            (sub if u < v else add).append(seed)
         return add, sub
 
     def _combine(self, owner: int, shares: list[tuple[int, bytes]], what: str) -> bytes:

@@ -229,7 +229,49 @@ class SecAggGateway:
     def _on_key_list(self, msg: wire.KeyList) -> list[bytes]:
         st, cfg, rk = self.state, self.state.config, self.state.round_keys
         assert cfg is not None and rk is not None
+        peers = self._neighbour_keys(msg, cfg, rk)
+        seed = bytearray(os.urandom(keys.KEY_BYTES))
+        holders = sorted([*peers, self.pid])
+        shares = dict(
+            zip(
+                holders,
+                shamir.split_many([bytes(seed), bytes(rk.mask_secret)], cfg.threshold, holders),
+                strict=True,
+            )
+        )
         ids = {p.pid: p.identity_key for p in cfg.participants}
+
+        def seal(v: int) -> tuple[int, bytes, wire.SealedShare]:
+            # The owner's signature is checked before anything is encrypted to that key.
+            wire.verify_key_entry(st.round_id, peers[v], ids[v])
+            key = keys.pair_seed(
+                rk.enc_secret,
+                peers[v].enc_public,
+                st.round_id,
+                self.pid,
+                v,
+                keys.Purpose.SHARE_ENCRYPTION,
+            )
+            sealed = keys.seal_shares(key, st.round_id, self.pid, v, shares[v])
+            return v, key, wire.SealedShare(v, sealed)
+
+        try:
+            results = keys.map_chunked(seal, sorted(peers))
+        except BaseException:
+            keys.wipe(seed)
+            raise
+        st.peer_keys, st.self_seed = peers, seed
+        own = shares[self.pid]
+        st.held_shares[self.pid] = (own[: shamir.SHARE_BYTES], own[shamir.SHARE_BYTES :])
+        st.enc_keys = {v: key for v, key, _ in results}
+        st.stage = GatewayStage.SHARED
+        return [self._send(wire.ShareKeys(tuple(item for _, _, item in results)))]
+
+    def _neighbour_keys(
+        self, msg: wire.KeyList, cfg: wire.RoundConfig, rk: keys.RoundKeys
+    ) -> dict[int, wire.KeyEntry]:
+        """The key-list entries of this gateway's neighbours, after the cheap consistency checks."""
+        ids = {p.pid for p in cfg.participants}
         by_pid: dict[int, wire.KeyEntry] = {}
         for entry in msg.entries:
             if entry.pid in by_pid or entry.pid not in ids:
@@ -240,44 +282,13 @@ class SecAggGateway:
             mine.mask_public + mine.enc_public, rk.mask_public + rk.enc_public
         ):
             raise ProtocolError("key list does not carry this gateway's own keys")
-        peers = {v: by_pid[v] for v in st.neighbours if v in by_pid}
-        for entry in peers.values():
-            wire.verify_key_entry(st.round_id, entry, ids[entry.pid])
+        peers = {v: by_pid[v] for v in self.state.neighbours if v in by_pid}
         publics = [k for e in [*peers.values(), mine] for k in (e.mask_public, e.enc_public)]
         if len(set(publics)) != len(publics):
             raise ProtocolError("two advertised public keys coincide")
         if len(peers) + 1 < cfg.threshold:
             raise RoundAbortedError(f"{len(peers)} neighbours with keys, threshold {cfg.threshold}")
-        st.peer_keys = peers
-        st.self_seed = bytearray(os.urandom(keys.KEY_BYTES))
-        holders = sorted([*peers, self.pid])
-        shares = shamir.split_many(
-            [bytes(st.self_seed), bytes(rk.mask_secret)], cfg.threshold, holders
-        )
-        sealed = []
-        for holder, share in zip(holders, shares, strict=True):
-            if holder == self.pid:
-                st.held_shares[self.pid] = (
-                    share[: shamir.SHARE_BYTES],
-                    share[shamir.SHARE_BYTES :],
-                )
-                continue
-            key = keys.pair_seed(
-                rk.enc_secret,
-                peers[holder].enc_public,
-                st.round_id,
-                self.pid,
-                holder,
-                keys.Purpose.SHARE_ENCRYPTION,
-            )
-            st.enc_keys[holder] = key
-            sealed.append(
-                wire.SealedShare(
-                    holder, keys.seal_shares(key, st.round_id, self.pid, holder, share)
-                )
-            )
-        st.stage = GatewayStage.SHARED
-        return [self._send(wire.ShareKeys(tuple(sealed)))]
+        return peers
 
     def _on_relay(self, msg: wire.SharesRelay) -> list[bytes]:
         st, cfg = self.state, self.state.config

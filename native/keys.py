@@ -15,10 +15,12 @@ import hmac
 import os
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TypeVar
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -36,6 +38,7 @@ __all__ = [
     "constant_time_equal",
     "derive_seed",
     "load_or_create_identity",
+    "map_chunked",
     "neighbourhood_graph",
     "open_shares",
     "pair_seed",
@@ -44,6 +47,9 @@ __all__ = [
     "x25519_public",
     "x25519_shared",
 ]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 KEY_BYTES = 32
 ROUND_ID_BYTES = 16
@@ -170,6 +176,29 @@ class RoundKeys:
         """Zero both private keys."""
         wipe(self.mask_secret)
         wipe(self.enc_secret)
+
+
+_POOL: ThreadPoolExecutor | None = None
+_PARALLEL_MIN = 16
+
+
+def map_chunked(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``[fn(x) for x in items]``, split into one chunk per core on a small shared thread pool.
+
+    PyNaCl's calls into libsodium release the GIL, so per-neighbour key agreement, signature checks
+    and sealing scale with cores; chunks (not single items) keep the dispatch cost negligible.
+    Exceptions propagate; order is kept.
+    """
+    global _POOL
+    workers = min(4, os.cpu_count() or 1)
+    if workers < 2 or len(items) < _PARALLEL_MIN:
+        return [fn(x) for x in items]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedgate-crypto")
+    size = -(-len(items) // workers)
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    parts = _POOL.map(lambda chunk: [fn(x) for x in chunk], chunks)
+    return [y for part in parts for y in part]
 
 
 def load_or_create_identity(path: Path) -> nacl.signing.SigningKey:

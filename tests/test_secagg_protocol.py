@@ -134,7 +134,7 @@ def test_exact_sum_or_clean_abort(data: st.DataObject) -> None:
     assert sum(state.rejected.values()) == 0
 
 
-@pytest.mark.parametrize(("n", "degree", "threshold"), [(10, 9, 6), (30, 8, 5)])
+@pytest.mark.parametrize(("n", "degree", "threshold"), [(10, 9, 6), (30, 8, 5), (20, 19, 11)])
 def test_one_dropout_per_stage_still_exact(n: int, degree: int, threshold: int) -> None:
     # At most 4 of any gateway's degree + 1 share holders drop, so t holders always remain.
     drops = {"advertise": {3}, "share": {n - 1}, "masked": {n // 2}, "unmask": {1}}

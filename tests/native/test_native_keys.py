@@ -141,3 +141,19 @@ def test_graph_depends_on_seed() -> None:
 def test_graph_rejects_bad_degree(pids: list[int], k: int) -> None:
     with pytest.raises(InputError):
         keys.neighbourhood_graph(bytes(32), pids, k)
+
+
+@pytest.mark.parametrize("n", [0, 3, 16, 101])
+def test_map_chunked_keeps_order(n: int) -> None:
+    items = list(range(n))
+    assert keys.map_chunked(lambda x: x * x, items) == [x * x for x in items]
+
+
+def test_map_chunked_propagates_errors() -> None:
+    def boom(x: int) -> int:
+        if x == 57:
+            raise IntegrityError("bad entry")
+        return x
+
+    with pytest.raises(IntegrityError, match="bad entry"):
+        keys.map_chunked(boom, list(range(100)))
