@@ -94,15 +94,19 @@ class RoundDriver:
         spec = self.art.spec
         self.orch.ensure_initial(graph.flatten(spec, graph.initial_params(spec)))
 
-    def run(self, say: Callable[[str], None]) -> dict[str, Any]:
+    def start(self) -> None:
+        """Connect the aggregator's MQTT side and wait for every gateway's presence."""
         self.transport.start()
+        self._await_online(60.0)
+
+    def run(self, say: Callable[[str], None]) -> dict[str, Any]:
         try:
-            self._await_online(60.0)
+            self.start()
             initial = self._evaluate(1)
             say(f"round 0: held-out macro-F1 {initial['macro_f1']:.3f}")
             rounds = []
             for _ in range(self.cfg.rounds):
-                row = self._round()
+                row = self.run_round()
                 rounds.append(row)
                 say(_progress_line(row, self.cfg.rounds))
             final = self._export()
@@ -121,7 +125,8 @@ class RoundDriver:
         missing = sorted(set(self.gateways) - self.runner.online)
         raise TransportError(f"gateways {missing} never came online")
 
-    def _round(self) -> dict[str, Any]:
+    def run_round(self) -> dict[str, Any]:
+        """One orchestrated round among the online gateways, measured and checked."""
         busy0 = self.server.busy_s
         t0 = time.monotonic()
         candidates = sorted(self.runner.online & set(self.gateways))
@@ -138,7 +143,7 @@ class RoundDriver:
         }
         row.update(self._gateway_figures(out.round_no, wall, self.server.busy_s - busy0))
         if out.result is not None:
-            row["aggregate_exact"] = self._exact(out.round_no, out.result)
+            row["aggregate_exact"] = self.exact(out.round_no, out.result)
         if rep.new_version is not None:
             row["metrics"] = self._evaluate(rep.new_version)
         self.runner.idle(0.2)  # presence updates that arrived at the end of the round
@@ -163,7 +168,8 @@ class RoundDriver:
             "gateway_errors": sorted({s.error for s in stats if s.error}),
         }
 
-    def _exact(self, round_no: int, result: Any) -> bool:
+    def exact(self, round_no: int, result: Any) -> bool:
+        """Whether the recovered sum is the exact sum of the survivors' quantized updates."""
         by_pid = {d.enrollment.pid: d for d in self.fleet.daemons if d.enrollment is not None}
         qs = [by_pid[p].quantized.get(round_no) for p in result.included if p in by_pid]
         if len(qs) != len(result.included) or any(q is None for q in qs):

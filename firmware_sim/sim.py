@@ -57,6 +57,7 @@ class SimConfig:
     epochs: int = 2
     lr: float = 3e-3
     mu: float = 0.0
+    class_weights: tuple[float, ...] = (1.0, 8.0, 3.5, 9.5)  # inverse-frequency-like, AAMI order
     seconds: float = 240.0
     holdout_patients: int = 3
     stage_timeout_s: float = 60.0
@@ -164,7 +165,8 @@ def gateway_config(index: int, workdir: Path, broker_url: str, agg: AggregatorSe
         "policy": {"min_participants": min(3, n_gateways), "max_clip": max(1.0, cfg.clip)},
         # A recorded data set has no "new" samples; the sim's host is always eligible.
         "eligibility": {"min_new_samples": 0, "max_load_per_cpu": 1e6},
-        "training": {"epochs": cfg.epochs, "lr": cfg.lr, "mu": cfg.mu, "batch_size": 64},
+        "training": {"epochs": cfg.epochs, "lr": cfg.lr, "mu": cfg.mu, "batch_size": 64,
+                     "class_weights": list(cfg.class_weights)},
     }
 
 

@@ -1,0 +1,186 @@
+"""Gateway daemons against a real Mosquitto and the real aggregator over HTTP: rounds with a
+gateway process killed mid-round, a broker restart between rounds, and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_client.localdata import StoreData
+from firmware_sim.rounds import RoundDriver
+from firmware_sim.sim import AggregatorService, Fleet, SimConfig, gateway_config
+from firmware_sim.simdata import fill_store, patient_spec
+from native import topics
+from native.broker import MosquittoBroker, find_mosquitto
+from native.transport import PRESENCE_OFFLINE, PRESENCE_ONLINE, Transport, TransportConfig
+
+SECONDS = 60.0
+
+
+@dataclass
+class Deployment:
+    broker: MosquittoBroker
+    agg: AggregatorService
+    workdir: Path
+    cfg: SimConfig
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto binary not installed")
+    workdir = tmp_path_factory.mktemp("deploy")
+    with MosquittoBroker() as broker:
+        agg = AggregatorService(workdir, broker.url)
+        agg.start()
+        try:
+            yield Deployment(broker, agg, workdir, SimConfig(out=workdir / "out", epochs=1))
+        finally:
+            agg.stop()
+
+
+def toml_of(tables: dict[str, dict[str, Any]]) -> str:
+    """Enough TOML for the gateway config tables (strings, numbers, lists of numbers)."""
+    def value(v: Any) -> str:
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+    return "".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in body.items())
+                   for name, body in tables.items())
+
+
+def gateway_process(dep: Deployment, index: int, epochs: int) -> tuple[subprocess.Popen[str], Path]:
+    """`fedgate gateway run --config FILE` as its own process, with a filled local store."""
+    tables = gateway_config(index, dep.workdir, dep.broker.url, dep.agg, dep.cfg, 4)
+    tables["training"]["epochs"] = epochs
+    data_dir = Path(tables["gateway"]["data_dir"])
+    data_dir.mkdir(parents=True, mode=0o700)
+    fill_store(data_dir / "store.sqlite", patient_spec(index, 1, 2 * SECONDS), 2 * SECONDS)
+    path = dep.workdir / f"gateway-{index}.toml"
+    path.write_text(toml_of(tables))
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_sim.cli", "gateway", "run",
+                             "--config", str(path)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc, data_dir
+
+
+def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
+    """Lines of the process's stderr up to the first containing ``needle``."""
+    lines: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if needle in line:
+                done.set()
+                return
+    threading.Thread(target=read, daemon=True).start()
+    assert done.wait(timeout), "".join(lines[-20:])
+    return lines
+
+
+def in_process_fleet(dep: Deployment, indices: range) -> Fleet:
+    fleet = Fleet()
+    for i in indices:
+        tables = gateway_config(i, dep.workdir, dep.broker.url, dep.agg, dep.cfg, 4)
+        data_dir = Path(tables["gateway"]["data_dir"])
+        data_dir.mkdir(parents=True, mode=0o700)
+        fill_store(data_dir / "store.sqlite", patient_spec(i, 1, SECONDS), SECONDS)
+        fleet.add(tables, StoreData(data_dir / "store.sqlite"))
+    fleet.wait_ready(60)
+    return fleet
+
+
+def test_killed_gateway_is_a_dropout_and_broker_restart_is_survived(
+        deployment: Deployment) -> None:
+    dep = deployment
+    # The process gateway trains slowly, so the kill lands after its keys and before its update.
+    victim, victim_dir = gateway_process(dep, 10, epochs=100)
+    fleet = in_process_fleet(dep, range(3))
+    driver: RoundDriver | None = None
+    try:
+        wait_for_line(victim, "ready", 60)
+        holdout = StoreData(Path(fleet.daemons[0].config.data_dir) / "store.sqlite").dataset()
+        driver = RoundDriver(dep.agg, fleet, dep.cfg, dep.broker.url, holdout)
+        driver.start()
+        first = driver.run_round()
+        assert (first["outcome"], first["participants"], first["dropouts"]) == ("completed", 4, 0)
+        victim_pid = int(json.loads((victim_dir / "enrollment.json").read_text())["pid"])
+
+        rows: list[dict[str, Any]] = []
+        runner = threading.Thread(target=lambda: rows.append(driver.run_round()))  # type: ignore[union-attr]
+        runner.start()
+        deadline = time.monotonic() + 30
+        while victim_pid not in driver.server.state.advertised and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert victim_pid not in driver.server.state.masked_from  # keys sent, update not
+        victim.kill()  # power cut: no DISCONNECT, the broker publishes the last will
+        runner.join(60)
+        second = rows[0]
+        assert second["outcome"] == "completed", second
+        assert (second["participants"], second["dropouts"]) == (3, 1)
+        assert second["aggregate_exact"] is True  # exactly the survivors' quantized sum
+        shown = json.loads(dep.agg.get(f"/v1/rounds/{second['round']}"))
+        assert (shown["outcome"], shown["participants"], shown["dropouts"]) == ("completed", 3, 1)
+
+        dep.broker.restart()  # the gateways and the aggregator reconnect on their own
+        third = driver.run_round()
+        assert (third["outcome"], third["participants"]) == ("completed", 3)
+        assert third["aggregate_exact"] is True
+        assert third["model_version"] == second["model_version"] + 1
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        victim.wait(10)
+        if driver is not None:
+            driver.transport.stop()
+        fleet.stop()
+
+
+def test_sigterm_stops_the_gateway_gracefully(deployment: Deployment) -> None:
+    dep = deployment
+    proc, data_dir = gateway_process(dep, 20, epochs=1)
+    observer = Transport(TransportConfig.from_url(dep.broker.url, "observer", presence=False))
+    try:
+        wait_for_line(proc, "ready", 60)
+        gw_id = json.loads((data_dir / "enrollment.json").read_text())["gateway_id"]
+        observer.subscribe(topics.status(gw_id))
+        observer.start()
+        seen = []
+        deadline = time.monotonic() + 10
+        while PRESENCE_ONLINE not in seen and time.monotonic() < deadline:
+            got = observer.receive(0.1)
+            if got is not None:
+                seen.append(got.payload)
+        assert PRESENCE_ONLINE in seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        deadline = time.monotonic() + 10
+        while PRESENCE_OFFLINE not in seen and time.monotonic() < deadline:
+            got = observer.receive(0.1)
+            if got is not None:
+                seen.append(got.payload)
+        assert seen[-1] == PRESENCE_OFFLINE  # said goodbye itself, before disconnecting
+        assert (data_dir / "identity.key").stat().st_mode & 0o777 == 0o600
+    finally:
+        observer.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

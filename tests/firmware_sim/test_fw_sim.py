@@ -1,0 +1,102 @@
+"""`fedgate sim` end to end: embedded broker and a real Mosquitto, report contents, the exported
+global model, exact aggregates, and garbage on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from firmware_sim.cli import main
+from firmware_sim.sim import SimConfig, run_sim
+from native.broker import MosquittoBroker, find_mosquitto
+
+ROUND_KEYS = {"round", "participants", "dropouts", "bytes_up", "bytes_down", "training_s",
+              "protocol_s", "transport_s", "stage_s", "metrics", "aggregate_exact", "wall_s"}
+
+
+def check_outputs(out: Path, report: dict[str, Any], gateways: int, rounds: int) -> None:
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["rounds"] == json.loads(json.dumps(report["rounds"]))
+    assert len(report["rounds"]) == rounds
+    for i, row in enumerate(report["rounds"], start=1):
+        assert set(row) >= ROUND_KEYS, set(ROUND_KEYS) - set(row)
+        assert row["outcome"] == "completed" and row["model_version"] == i + 1
+        assert (row["participants"], row["dropouts"]) == (gateways, 0)
+        assert row["aggregate_exact"] is True
+        assert row["bytes_up"] > 0 and row["bytes_down"] > 0 and row["training_s"] > 0
+        assert set(row["stage_s"]) == {"collect_keys", "collect_shares", "collect_masked",
+                                       "collect_unmask"}
+        assert 0 <= row["metrics"]["accuracy"] <= 1 and row["metrics"]["samples"] > 0
+    assert report["final"]["lineage"] == list(range(rounds + 1, 0, -1))
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import onnxruntime as ort
+
+    from edge_client.localdata import StoreData
+
+    session = ort.InferenceSession(str(out / "global_model.onnx"))
+    inputs, labels = StoreData(out / "work" / "gateway-000" / "store.sqlite").dataset()
+    logits = session.run(None, {"beat": inputs["beat"], "rr": inputs["rr"]})[0]
+    assert logits.shape == (labels.size, 4) and np.isfinite(logits).all()
+
+
+def test_sim_with_the_embedded_broker(tmp_path: Path) -> None:
+    cfg = SimConfig(out=tmp_path / "out", gateways=3, rounds=2, seconds=60.0,
+                    holdout_patients=1, seed=3)
+    report = run_sim(cfg)
+    check_outputs(cfg.out, report, 3, 2)
+    assert report["secagg"] == {"quant_bits": 8, "clip": cfg.clip}
+
+
+def test_sim_secagg_plus_over_mosquitto(tmp_path: Path) -> None:
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto binary not installed")
+    with MosquittoBroker() as broker:
+        cfg = SimConfig(out=tmp_path / "out", gateways=5, rounds=1, seconds=45.0,
+                        holdout_patients=1, broker=broker.url, secagg="plus", neighbours=2,
+                        quant_bits=6)
+        report = run_sim(cfg)
+    check_outputs(cfg.out, report, 5, 1)
+    assert report["secagg"]["degree"] == 2 and report["secagg"]["quant_bits"] == 6
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--gateways", "1"], "--gateways must be 2..256"),
+    (["--rounds", "0"], "--rounds must be"),
+    (["--data", "mitdb"], "needs --data-dir"),
+    (["--data", "mitdb", "--data-dir", "/nonexistent"], "is not a folder"),
+    (["--secagg", "plus", "--neighbours", "3"], "even number"),
+    (["--quant-bits", "40"], "--quant-bits"),
+    (["--broker", "http://x"], "--broker must be"),
+])
+def test_sim_cli_rejects_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 argv: list[str], needle: str) -> None:
+    assert main(["sim", "--out", str(tmp_path / "o"), *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_sim_cli_rejects_unparseable_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "--gateways", "many"])
+    assert exc.value.code == 2 and "invalid int" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_sim_on_mitdb_records(tmp_path: Path, mitdb_dir: Path) -> None:
+    """One gateway per record (links to three shared records), one held out."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    for record in ("101", "106", "119"):
+        for ext in ("hea", "dat", "atr"):
+            os.symlink(mitdb_dir / f"{record}.{ext}", folder / f"{record}.{ext}")
+    cfg = SimConfig(out=tmp_path / "out", rounds=1, data="mitdb", data_dir=folder,
+                    holdout=["119"])
+    report = run_sim(cfg)
+    assert report["gateways"] == ["101", "106"]
+    row = report["rounds"][0]
+    assert (row["outcome"], row["participants"], row["aggregate_exact"]) == ("completed", 2, True)
+    assert row["metrics"]["samples"] > 1000  # record 119's beats
