@@ -28,9 +28,11 @@ class Fleet:
     drops: dict[str, set[int]] = field(default_factory=dict)
     gone: set[int] = field(default_factory=set)
     upstream: list[bytes] = field(default_factory=list)
+    batched: bool = False
 
     def deliver(self, outs: list[Outbound], stage: str) -> None:
         self.gone |= self.drops.get(stage, set())
+        batch: list[bytes] = []
         for out in outs:
             targets = [out.recipient] if out.recipient is not None else list(self.gateways)
             for pid in targets:
@@ -43,15 +45,21 @@ class Fleet:
                     continue
                 for reply in replies:
                     self.upstream.append(reply)
-                    self.server.receive(reply)
+                    if self.batched:
+                        batch.append(reply)
+                    else:
+                        self.server.receive(reply)
+        if batch:
+            results = self.server.receive_many(batch)
+            assert all(isinstance(r, int) for r in results), results
 
 
-def make_fleet(n: int, drops: dict[str, set[int]] | None = None) -> Fleet:
+def make_fleet(n: int, drops: dict[str, set[int]] | None = None, batched: bool = False) -> Fleet:
     server_key = nacl.signing.SigningKey.generate()
     ids = {p: nacl.signing.SigningKey.generate() for p in range(1, n + 1)}
     server = SecAggServer(server_key, {p: bytes(k.verify_key) for p, k in ids.items()})
     gws = {p: SecAggGateway(p, k, bytes(server_key.verify_key)) for p, k in ids.items()}
-    return Fleet(server, gws, drops or {})
+    return Fleet(server, gws, drops or {}, batched=batched)
 
 
 def run_round(
@@ -134,11 +142,16 @@ def test_exact_sum_or_clean_abort(data: st.DataObject) -> None:
     assert sum(state.rejected.values()) == 0
 
 
-@pytest.mark.parametrize(("n", "degree", "threshold"), [(10, 9, 6), (30, 8, 5), (20, 19, 11)])
-def test_one_dropout_per_stage_still_exact(n: int, degree: int, threshold: int) -> None:
+@pytest.mark.parametrize(
+    ("n", "degree", "threshold", "batched"),
+    [(10, 9, 6, False), (30, 8, 5, True), (20, 19, 11, False), (20, 19, 11, True)],
+)
+def test_one_dropout_per_stage_still_exact(
+    n: int, degree: int, threshold: int, batched: bool
+) -> None:
     # At most 4 of any gateway's degree + 1 share holders drop, so t holders always remain.
     drops = {"advertise": {3}, "share": {n - 1}, "masked": {n // 2}, "unmask": {1}}
-    fleet = make_fleet(n, drops)
+    fleet = make_fleet(n, drops, batched)
     rng = np.random.default_rng(n)
     updates = {p: rng.uniform(-1, 1, 64).astype(np.float32) for p in fleet.gateways}
     weights = {p: int(rng.integers(1, 20)) for p in fleet.gateways}

@@ -326,3 +326,24 @@ def test_unknown_stage_message_types_from_gateways() -> None:
     _assert_rejected(s, cfg, StageError, "out_of_stage")
     s.feed(adv)
     _completes(s, "keys")
+
+
+def test_receive_many_matches_receive_one_by_one() -> None:
+    s, adv = make_setup()
+    stranger = nacl.signing.SigningKey.generate()
+    forged = wire.encode(
+        wire.AdvertiseKeys(b"a" * 32, b"b" * 32), s.server.state.round_id, 2, stranger
+    )
+    batch = [adv[1], b"junk", forged, adv[1], *[adv[p] for p in range(2, N + 1)]]
+    results = s.server.receive_many(batch)
+    assert results[0] == 1 and results[4:] == list(range(2, N + 1))
+    assert isinstance(results[1], WireError)
+    assert isinstance(results[2], IntegrityError)
+    assert isinstance(results[3], DuplicateError)
+    assert dict(s.server.state.rejected) == {"malformed": 1, "bad_signature": 1, "duplicate": 1}
+    s.feed({})
+    shares = s.to_gateways(s.server.close_stage())
+    assert s.server.receive_many(list(shares.values())) == list(shares)
+    masked = s.to_gateways(s.server.close_stage())
+    assert s.server.receive_many(list(masked.values())) == list(masked)
+    _completes(s, "unmask")
