@@ -54,6 +54,8 @@ _IN_ROUND = (GatewayStage.ADVERTISED, GatewayStage.SHARED, GatewayStage.MASKING,
              GatewayStage.MASKED, GatewayStage.UNMASKED)
 _AWAITING_UPDATE = (GatewayStage.ADVERTISED, GatewayStage.SHARED, GatewayStage.MASKING)
 _FRAME_HEADER = 104
+# Put into the inbox when training finishes, so the worker hands the update over at once.
+_WAKE = Delivery("", b"", -1, "", 0, False)
 
 
 @dataclass
@@ -217,7 +219,7 @@ class GatewayDaemon:
         assert self.transport is not None
         self._collect_training()
         delivery = self.transport.receive(timeout=0.05)
-        if delivery is None:
+        if delivery is None or delivery is _WAKE:
             return
         try:
             self._on_delivery(delivery)
@@ -267,6 +269,9 @@ class GatewayDaemon:
                    lambda core: core.handle(delivery.payload))
         if self.core.state.stage is GatewayStage.ADVERTISED:
             self._training = self._pool.submit(self._train, self._round_no)
+            inbox = self.transport.inbox if self.transport is not None else None
+            if inbox is not None:
+                self._training.add_done_callback(lambda _f: inbox.put(_WAKE))
 
     def _feed(self, round_no: int, incoming: int, call: Any) -> None:
         assert self.core is not None

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run a federated simulation on one machine")
     sim.add_argument("--out", default="sim-out", help="output folder for report.json and plots")
     sim.add_argument("--gateways", type=int, default=4, help="synthetic gateways (default 4)")
-    sim.add_argument("--rounds", type=int, default=3, help="federated rounds (default 3)")
+    sim.add_argument("--rounds", type=int, default=10, help="federated rounds (default 10)")
     sim.add_argument("--broker", help="external broker mqtt://host:port (default: embedded)")
     sim.add_argument("--data", choices=["synthetic", "mitdb"], default="synthetic")
     sim.add_argument("--data-dir", help="folder of MIT-BIH records for --data mitdb")

@@ -153,13 +153,13 @@ class RoundDriver:
         stats = [d.stats[round_no] for d in self.fleet.daemons if round_no in d.stats]
         train = [s.train_s for s in stats] or [0.0]
         proto = max([s.protocol_s for s in stats] or [0.0])
-        training = max(train)
-        protocol = server_s + proto
+        training = min(wall, max(train))
+        protocol = min(wall - training, server_s + proto)
         return {
             "training_s": round(training, 4), "training_mean_s": round(float(np.mean(train)), 4),
             "protocol_s": round(protocol, 4), "protocol_server_s": round(server_s, 4),
             "protocol_gateway_max_s": round(proto, 4),
-            "transport_s": round(max(0.0, wall - training - protocol), 4),
+            "transport_s": round(wall - training - protocol, 4),
             "download_max_s": round(max([s.download_s for s in stats] or [0.0]), 4),
             "bytes_up": sum(s.bytes_up for s in stats),
             "bytes_down": sum(s.bytes_down for s in stats),
@@ -231,9 +231,11 @@ def _progress_line(row: dict[str, Any], total: int) -> str:
 
 DEFINITIONS = {
     "training_s": "slowest participant's local training time (the round's critical path)",
-    "protocol_s": "CPU time in the secure-aggregation cores: server + slowest gateway",
-    "transport_s": "round wall time - training_s - protocol_s: MQTT/HTTP transfer, queueing, "
-                   "waiting (clamped at 0; key exchange overlaps training)",
+    "protocol_s": "time inside the secure-aggregation cores (server + slowest gateway, wall "
+                  "clock on their threads), capped at wall_s - training_s because the key "
+                  "exchange overlaps training; raw values in protocol_server_s and "
+                  "protocol_gateway_max_s",
+    "transport_s": "wall_s - training_s - protocol_s: MQTT/HTTP transfer, queueing, waiting",
     "bytes_up": "MQTT bytes published by the participants for the round (payload + 104-byte "
                 "transport header per message)",
     "bytes_down": "MQTT bytes delivered to the participants for the round",

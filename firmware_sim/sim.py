@@ -44,7 +44,7 @@ class SimConfig:
 
     out: Path = Path("sim-out")
     gateways: int = 4
-    rounds: int = 3
+    rounds: int = 10
     broker: str | None = None
     data: str = "synthetic"
     data_dir: Path | None = None

@@ -125,10 +125,14 @@ def test_killed_gateway_is_a_dropout_and_broker_restart_is_survived(
         victim_pid = int(json.loads((victim_dir / "enrollment.json").read_text())["pid"])
 
         rows: list[dict[str, Any]] = []
+        previous = driver.server.state.round_id
         runner = threading.Thread(target=lambda: rows.append(driver.run_round()))  # type: ignore[union-attr]
         runner.start()
         deadline = time.monotonic() + 30
-        while victim_pid not in driver.server.state.advertised and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            state = driver.server.state
+            if state.round_id != previous and victim_pid in state.advertised:
+                break
             time.sleep(0.005)
         assert victim_pid not in driver.server.state.masked_from  # keys sent, update not
         victim.kill()  # power cut: no DISCONNECT, the broker publishes the last will
