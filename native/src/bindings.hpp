@@ -8,4 +8,5 @@ void bind_mask(pybind11::module_& m);
 void bind_quant(pybind11::module_& m);
 void bind_pack(pybind11::module_& m);
 void bind_shamir(pybind11::module_& m);
+void bind_noise(pybind11::module_& m);
 }  // namespace fedgate

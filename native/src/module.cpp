@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
     fedgate::bind_quant(m);
     fedgate::bind_pack(m);
     fedgate::bind_shamir(m);
+    fedgate::bind_noise(m);
 }

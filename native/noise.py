@@ -1,0 +1,116 @@
+"""Exact Skellam noise in Z_2^k for distributed differential privacy (C++ sampler, ChaCha20).
+
+The symmetric Skellam distribution Sk(mu) is P1 - P2 with P1, P2 ~ Poisson(mu / 2) independent; its
+variance is mu, and the sum of independent Sk(mu_i) is Sk(sum mu_i). A gateway that adds Sk(mu / t)
+to its quantized update therefore makes the ring sum over any t or more survivors carry at least
+Sk(mu): the noise of the Skellam mechanism (Agarwal, Kairouz, Liu 2021), added *after*
+quantization, so the modular sum of secure aggregation is exactly what the privacy proof covers.
+
+Exactness: the C++ sampler uses integer arithmetic only (rejection sampling with rational
+Bernoulli trials, docs/privacy.md), so the variance is a rational number with a bounded denominator
+(``Fraction``; a float is accepted only when it is exactly such a rational, e.g. 2.5). The
+randomness is the ChaCha20 keystream of a dedicated 32-byte noise seed (nonce ``FedgateNoise``),
+so a draw is reproducible from its seed. The cost per sample grows linearly with mu.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from fractions import Fraction
+from numbers import Rational
+from typing import Any
+
+import numpy as np
+
+from native import _core
+from native._validate import (
+    allocate,
+    check_array,
+    check_bits,
+    check_length,
+    check_seed,
+    core_call,
+    ring_dtype,
+)
+from native.errors import InputError, InputTypeError
+
+__all__ = ["MAX_DENOMINATOR", "MAX_VARIANCE", "add_noise", "check_variance", "sample"]
+
+logger = logging.getLogger(__name__)
+
+# Limits of the C++ sampler on each Poisson mean lambda = mu / 2 (noise.hpp).
+MAX_DENOMINATOR = 2**24
+MAX_VARIANCE = Fraction(2**21)
+
+
+def check_variance(value: object, name: str = "variance") -> Fraction:
+    """A Skellam variance as an exact rational in [0, MAX_VARIANCE].
+
+    Accepts int, ``Fraction`` and floats that are exactly a rational whose half has a denominator
+    <= 2**24; never rounds (a float such as 0.1 is refused: pass ``Fraction(1, 10)``).
+    """
+    if isinstance(value, bool | np.bool_):
+        raise InputTypeError(f"{name} must be a number, got a bool")
+    if isinstance(value, int | np.integer | Rational):
+        exact = Fraction(int(value)) if isinstance(value, int | np.integer) else Fraction(value)
+    elif isinstance(value, float | np.floating):
+        if not math.isfinite(float(value)):
+            raise InputError(f"{name} must be finite, got {float(value)}")
+        exact = Fraction(float(value))
+    else:
+        raise InputTypeError(
+            f"{name} must be an int, Fraction or float, got {type(value).__name__}"
+        )
+    if exact < 0:
+        raise InputError(f"{name} must be >= 0, got {exact}")
+    if exact > MAX_VARIANCE:
+        raise InputError(f"{name} = {float(exact):.6g} exceeds the sampler limit {MAX_VARIANCE}")
+    if (exact / 2).denominator > MAX_DENOMINATOR:
+        raise InputError(
+            f"{name} = {value!r} is not a rational with denominator <= {MAX_DENOMINATOR * 2}; "
+            "pass a fractions.Fraction"
+        )
+    return exact
+
+
+def _poisson_mean(variance: Fraction) -> tuple[int, int]:
+    half = variance / 2
+    return half.numerator, half.denominator
+
+
+def sample(seed: bytes, n: int, variance: object) -> np.ndarray[Any, Any]:
+    """n independent Sk(variance) draws as int64, deterministic given the 32-byte seed."""
+    seed = check_seed(seed)
+    n = check_length(n)
+    num, den = _poisson_mean(check_variance(variance))
+    out = allocate(n, np.int64)
+    core_call(_core.skellam_sample, seed, num, den, out)
+    return out
+
+
+def add_noise(acc: np.ndarray[Any, Any], seed: bytes, variance: object, bits: int) -> None:
+    """In place: acc += Sk(variance) noise mod 2**bits (acc of ``ring_dtype(bits)``).
+
+    The draws are those of ``sample(seed, len(acc), variance)``, reduced mod 2**bits.
+    """
+    bits = check_bits(bits)
+    acc = check_array(acc, "acc", [ring_dtype(bits)], writable=True)
+    seed = check_seed(seed)
+    num, den = _poisson_mean(check_variance(variance))
+    core_call(_core.skellam_add, acc, seed, num, den, bits)
+
+
+def centered(total: np.ndarray[Any, Any], offset: int, bits: int) -> np.ndarray[Any, Any]:
+    """Signed int64 view of ``total - offset`` mod 2**bits, in [-2**(bits-1), 2**(bits-1)).
+
+    This is the modular clipping of the distributed mechanisms: a noisy sum that left the ring
+    on either side wraps back, and the decode maps it to the nearest representative around 0.
+    """
+    bits = check_bits(bits)
+    total = check_array(total, "total", [ring_dtype(bits)])
+    if isinstance(offset, bool) or not isinstance(offset, int | np.integer):
+        raise InputTypeError(f"offset must be an integer, got {type(offset).__name__}")
+    modulus = 1 << bits
+    shifted = (total.astype(np.int64) - (int(offset) % modulus)) % modulus
+    return np.where(shifted >= modulus // 2, shifted - modulus, shifted)
