@@ -24,7 +24,7 @@ import os
 import secrets
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +109,6 @@ class GatewayDaemon:
         self._stop = threading.Event()
         self._round_no = -1
         self._training: Future[_Trained] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgate-train")
         self._client = AggregatorClient(config.gateway.aggregator_url,
                                         config.gateway.http_timeout_s)
         self._n_params = 0
@@ -206,7 +205,6 @@ class GatewayDaemon:
     def _shut_down(self) -> None:
         if self._training is not None:
             self._training.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
         if self.core is not None:
             _wipe(self.core)
         if self.transport is not None:
@@ -268,7 +266,7 @@ class GatewayDaemon:
         self._feed(delivery.round_id, len(delivery.payload),
                    lambda core: core.handle(delivery.payload))
         if self.core.state.stage is GatewayStage.ADVERTISED:
-            self._training = self._pool.submit(self._train, self._round_no)
+            self._training = self._start_training(self._round_no)
             inbox = self.transport.inbox if self.transport is not None else None
             if inbox is not None:
                 self._training.add_done_callback(lambda _f: inbox.put(_WAKE))
@@ -325,6 +323,22 @@ class GatewayDaemon:
             stats.error = message
 
     # -- training ----------------------------------------------------------------------------------
+
+    def _start_training(self, round_no: int) -> Future[_Trained]:
+        """Train on a daemon thread: onnxruntime cannot be interrupted, and a SIGTERM must not
+        wait for an epoch to end (the result of a stopped gateway is dropped anyway)."""
+        future: Future[_Trained] = Future()
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(self._train(round_no))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name=f"fedgate-train-{round_no}", daemon=True).start()
+        return future
 
     def _train(self, round_no: int) -> _Trained:
         from models.trainer import TrainConfig, train_local

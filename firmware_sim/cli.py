@@ -23,7 +23,8 @@ def _sim(args: argparse.Namespace) -> int:
                     data_dir=Path(args.data_dir) if args.data_dir else None,
                     holdout=[r for r in (args.holdout or "").split(",") if r],
                     seed=args.seed, quant_bits=args.quant_bits, secagg=args.secagg,
-                    neighbours=args.neighbours)
+                    neighbours=args.neighbours, clip=args.clip, epochs=args.epochs, lr=args.lr,
+                    mu=args.mu)
     try:
         run_sim(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except FedgateError as exc:
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--secagg", choices=["full", "plus"], default="full",
                      help="complete graph, or SecAgg+ with --neighbours k")
     sim.add_argument("--neighbours", type=int, help="SecAgg+ neighbours (even; default 10)")
+    sim.add_argument("--clip", type=float, default=0.05, help="per-value clip of an update")
+    sim.add_argument("--epochs", type=int, default=2, help="local epochs per round")
+    sim.add_argument("--lr", type=float, default=3e-3, help="local learning rate (AdamW)")
+    sim.add_argument("--mu", type=float, default=0.0, help="FedProx mu (0 = FedAvg)")
     sim.set_defaults(func=_sim)
     # Listed for --help only: main() hands "aggregator ..." to aggregator.cli untouched.
     sub.add_parser("aggregator", help="the aggregator service: fedgate aggregator serve")

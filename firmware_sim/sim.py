@@ -78,8 +78,10 @@ class SimConfig:
             raise ConfigError("--secagg must be full or plus")
         if self.neighbours is not None and (self.neighbours < 2 or self.neighbours % 2):
             raise ConfigError("--neighbours must be an even number >= 2")
-        if not 30.0 <= self.seconds <= 86400 or not self.clip > 0:
-            raise ConfigError("need 30 <= seconds of signal per gateway and clip > 0")
+        if not 30.0 <= self.seconds <= 86400 or not 0 < self.clip <= 100:
+            raise ConfigError("need 30 <= seconds of signal per gateway and 0 < --clip <= 100")
+        if not 1 <= self.epochs <= 100 or not 0 < self.lr <= 1 or not 0 <= self.mu <= 100:
+            raise ConfigError("need 1 <= --epochs <= 100, 0 < --lr <= 1, 0 <= --mu <= 100")
         if self.broker is not None and not self.broker.startswith(("mqtt://", "mqtts://")):
             raise ConfigError(f"--broker must be mqtt://host:port, got {self.broker!r}")
 

@@ -36,11 +36,11 @@ class Deployment:
     cfg: SimConfig
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[Deployment]:
     if find_mosquitto() is None:
         pytest.skip("mosquitto binary not installed")
-    workdir = tmp_path_factory.mktemp("deploy")
+    workdir = tmp_path
     with MosquittoBroker() as broker:
         agg = AggregatorService(workdir, broker.url)
         agg.start()
@@ -108,10 +108,14 @@ def in_process_fleet(dep: Deployment, indices: range) -> Fleet:
     return fleet
 
 
-def test_killed_gateway_is_a_dropout_and_broker_restart_is_survived(
-        deployment: Deployment) -> None:
+@pytest.mark.parametrize("leave", ["kill", "sigterm"])
+def test_gateway_leaving_mid_round_is_a_dropout_and_the_sum_stays_exact(
+        deployment: Deployment, leave: str) -> None:
+    """SIGKILL (power cut: the broker sends the last will) or SIGTERM (the daemon says offline
+    itself and exits 0) after the gateway advertised its keys and before its masked update; then,
+    after a kill, the broker restarts and the next round runs without anyone's help."""
     dep = deployment
-    # The process gateway trains slowly, so the kill lands after its keys and before its update.
+    # The process gateway trains slowly, so the signal lands after its keys and before its update.
     victim, victim_dir = gateway_process(dep, 10, epochs=100)
     fleet = in_process_fleet(dep, range(3))
     driver: RoundDriver | None = None
@@ -135,7 +139,11 @@ def test_killed_gateway_is_a_dropout_and_broker_restart_is_survived(
                 break
             time.sleep(0.005)
         assert victim_pid not in driver.server.state.masked_from  # keys sent, update not
-        victim.kill()  # power cut: no DISCONNECT, the broker publishes the last will
+        if leave == "kill":
+            victim.kill()
+        else:
+            victim.send_signal(signal.SIGTERM)
+            assert victim.wait(30) == 0
         runner.join(60)
         second = rows[0]
         assert second["outcome"] == "completed", second
@@ -144,6 +152,8 @@ def test_killed_gateway_is_a_dropout_and_broker_restart_is_survived(
         shown = json.loads(dep.agg.get(f"/v1/rounds/{second['round']}"))
         assert (shown["outcome"], shown["participants"], shown["dropouts"]) == ("completed", 3, 1)
 
+        if leave == "sigterm":
+            return
         dep.broker.restart()  # the gateways and the aggregator reconnect on their own
         third = driver.run_round()
         assert (third["outcome"], third["participants"]) == ("completed", 3)

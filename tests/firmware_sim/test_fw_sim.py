@@ -72,6 +72,9 @@ def test_sim_secagg_plus_over_mosquitto(tmp_path: Path) -> None:
     (["--secagg", "plus", "--neighbours", "3"], "even number"),
     (["--quant-bits", "40"], "--quant-bits"),
     (["--broker", "http://x"], "--broker must be"),
+    (["--clip", "-1"], "--clip"),
+    (["--epochs", "0"], "--epochs"),
+    (["--lr", "nan"], "--lr"),
 ])
 def test_sim_cli_rejects_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  argv: list[str], needle: str) -> None:
