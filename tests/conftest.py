@@ -1,4 +1,4 @@
-"""Shared fixtures: where the read-only shared data lives, and its absence handled as a clean skip."""
+"""Shared fixtures: the read-only shared data, its absence handled as a clean skip."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Subprocesses started by the tests (``python -c ...``) must import the installed fedgate, not the
+# source folders of the checkout they happen to run in: without this, Python puts the working
+# directory first on sys.path and a non-editable install's compiled modules go missing.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 
 def shared_dir() -> Path:
