@@ -44,8 +44,10 @@ MAX_DENOMINATOR = 2**24
 MAX_VARIANCE = Fraction(2**21)
 
 
-def check_variance(value: object, name: str = "variance") -> Fraction:
-    """A Skellam variance as an exact rational in [0, MAX_VARIANCE].
+def check_variance(
+    value: object, name: str = "variance", maximum: Fraction = MAX_VARIANCE
+) -> Fraction:
+    """A Skellam variance as an exact rational in [0, maximum] (default: the sampler's limit).
 
     Accepts int, ``Fraction`` and floats that are exactly a rational whose half has a denominator
     <= 2**24; never rounds (a float such as 0.1 is refused: pass ``Fraction(1, 10)``).
@@ -64,8 +66,8 @@ def check_variance(value: object, name: str = "variance") -> Fraction:
         )
     if exact < 0:
         raise InputError(f"{name} must be >= 0, got {exact}")
-    if exact > MAX_VARIANCE:
-        raise InputError(f"{name} = {float(exact):.6g} exceeds the sampler limit {MAX_VARIANCE}")
+    if exact > maximum:
+        raise InputError(f"{name} = {float(exact):.6g} exceeds the limit {maximum}")
     if (exact / 2).denominator > MAX_DENOMINATOR:
         raise InputError(
             f"{name} = {value!r} is not a rational with denominator <= {MAX_DENOMINATOR * 2}; "
