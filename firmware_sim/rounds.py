@@ -89,7 +89,7 @@ class RoundDriver:
         if cfg.secagg == "plus":
             self.secagg["degree"] = plus_degree(n, cfg.neighbours)
         self.orch = Orchestrator(self.runner, self.db, self.registry, "ecg",
-                                 StrategyConfig("fedavg", server_lr=1.0),
+                                 StrategyConfig(cfg.strategy, server_lr=cfg.server_lr),
                                  SelectionConfig(min_participants=min(3, n)), self.secagg)
         spec = self.art.spec
         self.orch.ensure_initial(graph.flatten(spec, graph.initial_params(spec)))
@@ -217,7 +217,8 @@ def plus_degree(n: int, neighbours: int | None) -> int:
 
 
 def _config_dict(cfg: SimConfig) -> dict[str, Any]:
-    return {k: str(v) if not isinstance(v, int | float | str | list | None) else v
+    plain = (int, float, str, list, type(None))
+    return {k: list(v) if isinstance(v, tuple) else v if isinstance(v, plain) else str(v)
             for k, v in asdict(cfg).items()}
 
 
@@ -235,7 +236,8 @@ DEFINITIONS = {
                   "clock on their threads), capped at wall_s - training_s because the key "
                   "exchange overlaps training; raw values in protocol_server_s and "
                   "protocol_gateway_max_s",
-    "transport_s": "wall_s - training_s - protocol_s: MQTT/HTTP transfer, queueing, waiting",
+    "transport_s": "wall_s - training_s - protocol_s: MQTT/HTTP transfer, queueing, and "
+                   "waiting (in a one-machine simulation also waiting for a CPU)",
     "bytes_up": "MQTT bytes published by the participants for the round (payload + 104-byte "
                 "transport header per message)",
     "bytes_down": "MQTT bytes delivered to the participants for the round",

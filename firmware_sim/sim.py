@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shutil
 import threading
 import time
 import urllib.request
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from edge_client.config import config_from_dict
 from edge_client.daemon import GatewayDaemon
@@ -61,6 +62,8 @@ class SimConfig:
     seconds: float = 240.0
     holdout_patients: int = 3
     stage_timeout_s: float = 60.0
+    strategy: Literal["fedavg", "fedadam", "fedyogi"] = "fedavg"
+    server_lr: float = 1.0
 
     def check(self) -> None:
         """Raise ConfigError on anything the simulation cannot run with."""
@@ -74,6 +77,9 @@ class SimConfig:
             raise ConfigError("--rounds must be 1..1000")
         if not 2 <= self.quant_bits <= 16:
             raise ConfigError("--quant-bits must be 2..16")
+        if self.strategy not in ("fedavg", "fedadam", "fedyogi") or not 0 < self.server_lr <= 100:
+            raise ConfigError("--strategy must be fedavg, fedadam or fedyogi, "
+                              "and 0 < --server-lr <= 100")
         if self.secagg not in ("full", "plus"):
             raise ConfigError("--secagg must be full or plus")
         if self.neighbours is not None and (self.neighbours < 2 or self.neighbours % 2):
@@ -241,7 +247,9 @@ def run_sim(cfg: SimConfig, progress: Progress | None = None) -> dict[str, Any]:
     started = time.monotonic()
     cfg.out.mkdir(parents=True, exist_ok=True)
     workdir = cfg.out / "work"
-    workdir.mkdir(exist_ok=True)
+    if workdir.exists():  # a fresh deployment each run: no old enrollments or model versions
+        shutil.rmtree(workdir)
+    workdir.mkdir(mode=0o700)
     data, holdout, names = prepare_data(cfg, workdir, say)
     from models.artifacts import ensure
 
