@@ -2,9 +2,11 @@
 
 ``quantize`` maps each value, clipped to [-clip, clip], onto the levels 0 .. 2**bits - 1 with
 ``step = 2 * clip / (2**bits - 1)`` and rounds down or up at random so that the expected level is
-the exact one (unbiased); the uniforms come from the ChaCha20 keystream of ``seed`` (one uint32
-word per element), so a quantization is reproducible from its seed. docs/native.md states the
-arithmetic bit for bit. Use a seed for quantization that is never used as a mask seed.
+the exact one (unbiased to 2^-48 of a step); the randomness is the ChaCha20 keystream of ``seed``:
+one uint16 word per element, compared with the top 16 bits of the fraction, and on a tie (one
+element in 2^16) a uint32 word of the same key's keystream from block 2^31 on. A quantization is
+reproducible from its seed; docs/native.md states the arithmetic bit for bit. Use a seed for
+quantization that is never used as a mask seed.
 """
 
 from __future__ import annotations

@@ -116,15 +116,29 @@ def mask_lines() -> list[str]:
     return out
 
 
+def tie_count(x: np.ndarray[Any, Any], clip: float, bits: int, seed: bytes) -> int:
+    """How many elements docs/native.md's definition settles with the tie-break stream (h == g)."""
+    top = float((1 << bits) - 1)
+    v = np.minimum((np.clip(x.astype(np.float64), -clip, clip) + clip) * (top / (2 * clip)), top)
+    g = np.floor((v - np.floor(v)) * 2.0**16)
+    return int(np.count_nonzero(mask.expand(seed, len(x), 16) == g))
+
+
 def quant_lines() -> list[str]:
     out = []
+    # The last two are long enough to meet ties (about one element in 2^16), so the known answers
+    # cover the tie-break stream on both ring widths.
     cases = [(8, 16, 1.0, 100003), (8, 8, 0.5, 1001), (4, 12, 3.0, 4099), (16, 24, 1.5, 2049),
-             (12, 32, 0.25, 17), (1, 1, 2.0, 129)]
+             (12, 32, 0.25, 17), (1, 1, 2.0, 129), (8, 16, 1.5, 300007), (20, 32, 2.0, 300007)]
+    ties = 0
     for i, (bits, ring, clip, n) in enumerate(cases):
         x = gen_f32(3000 + i, n)
+        ties += tie_count(x, clip, bits, seed_of(300 + i))
         q = quant.quantize(x, clip, bits, seed_of(300 + i), ring_bits=ring)
         out.append(f"quantize {seed_of(300 + i).hex()} {n} {bits} {ring} {clip.hex()} "
                    f"{3000 + i} {fnv(q)}")
+    if ties < 4:
+        raise SystemExit(f"make_golden: the quantize cases meet only {ties} ties")
     for i, (bits, ring, clip, count, n) in enumerate(
         [(8, 16, 1.0, 256, 100003), (8, 32, 0.5, 1000, 513), (16, 32, 2.0, 3, 65)]
     ):

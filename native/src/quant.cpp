@@ -16,37 +16,74 @@
 namespace fedgate {
 namespace {
 
-constexpr std::size_t kChunk = 2048;  // elements per keystream chunk (8 KiB of uint32 words)
+constexpr std::size_t kChunk = detail::kQuantChunk;
+// The tie-break stream starts at this block counter. The main stream of n <= 2^35 elements uses
+// blocks below 2^30 and the tie stream blocks 2^31 .. 2^31 + n/16 < 2^32: they never overlap.
+constexpr std::uint32_t kTieCounter = std::uint32_t{1} << 31;
+
+// f = floor(v), t = (v - f) * 2^16 and g = floor(t) of one element, as docs/native.md defines them.
+struct Level {
+    std::uint32_t f;
+    std::uint32_t g;
+    double t;
+};
+
+inline Level level_of(double xd, const detail::QuantConsts& c) {
+    double v = (std::min(std::max(xd, -c.clip), c.clip) + c.clip) * c.scale;
+    v = std::min(v, c.top);
+    // 0 <= v < 2^32 and 0 <= t < 2^16, so truncation is floor (std::floor is a libm call on
+    // baseline x86-64).
+    const auto f = static_cast<std::uint32_t>(static_cast<std::int64_t>(v));
+    const double t = (v - static_cast<double>(f)) * 65536.0;
+    return {f, static_cast<std::uint32_t>(static_cast<std::int64_t>(t)), t};
+}
 
 template <typename T>
-void quantize_scalar(const float* x, const std::uint32_t* w, std::size_t n,
-                     const detail::QuantConsts& c, T* out, bool* bad) {
+void quantize_scalar(const float* x, const std::uint16_t* h, std::size_t n,
+                     const detail::QuantConsts& consts, T* out, const detail::QuantOut& o) {
+    const detail::QuantConsts c = consts;  // a local copy: stores to out may alias the reference
     for (std::size_t i = 0; i < n; ++i) {
         const double xd = x[i];
-        if (!std::isfinite(xd)) *bad = true;
-        double v = (std::min(std::max(xd, -c.clip), c.clip) + c.clip) * c.scale;
-        v = std::min(v, c.top);
-        // 0 <= v < 2^32, so truncation is floor (std::floor is a libm call on baseline x86-64).
-        const auto fi = static_cast<std::uint32_t>(static_cast<std::int64_t>(v));
-        const double u = static_cast<double>(w[i]) * 0x1p-32;
-        out[i] = static_cast<T>(fi + (u < v - static_cast<double>(fi) ? 1u : 0u));
+        if (!std::isfinite(xd)) *o.bad = true;
+        const Level l = level_of(xd, c);
+        const std::uint32_t hi = h[i];
+        out[i] = static_cast<T>(l.f + (hi < l.g ? 1u : 0u));
+        if (hi == l.g) o.ties[(*o.n_ties)++] = static_cast<std::uint32_t>(i);
+    }
+}
+
+// Settles the ties of one chunk: q = f + (w * 2^-32 < t - g), w = uint32 word i of the tie stream.
+// About one element in 2^16 gets here, so one scalar ChaCha20 block per tie is cheap enough.
+template <typename T>
+void settle_ties(const float* x, std::size_t i0, const std::uint32_t* ties, std::size_t n_ties,
+                 const ChachaKey& key, const detail::QuantConsts& c, T* out) {
+    alignas(64) std::uint8_t block[kChachaBlockBytes];
+    for (std::size_t k = 0; k < n_ties; ++k) {
+        const std::size_t j = ties[k];
+        const std::uint64_t i = i0 + j;
+        const Level l = level_of(static_cast<double>(x[j]), c);
+        detail::chacha20_block_scalar(key, kTieCounter + static_cast<std::uint32_t>(i / 16), block);
+        std::uint32_t w;
+        std::memcpy(&w, block + 4 * (i % 16), 4);
+        const double u = static_cast<double>(w) * 0x1p-32;
+        out[j] = static_cast<T>(l.f + (u < l.t - static_cast<double>(l.g) ? 1u : 0u));
     }
 }
 
 template <typename T>
-std::size_t quantize_simd(const float* x, const std::uint32_t* w, std::size_t n,
-                          const detail::QuantConsts& c, T* out, bool* bad) {
+std::size_t quantize_simd(const float* x, const std::uint16_t* h, std::size_t n,
+                          const detail::QuantConsts& c, T* out, const detail::QuantOut& o) {
 #if defined(__x86_64__)
     const SimdLevel level = simd_level();
     if constexpr (sizeof(T) == 2) {
-        if (level == SimdLevel::avx512) return detail::quantize_avx512_u16(x, w, n, c, out, bad);
-        if (level == SimdLevel::avx2) return detail::quantize_avx2_u16(x, w, n, c, out, bad);
+        if (level == SimdLevel::avx512) return detail::quantize_avx512_u16(x, h, n, c, out, o);
+        if (level == SimdLevel::avx2) return detail::quantize_avx2_u16(x, h, n, c, out, o);
     } else {
-        if (level == SimdLevel::avx512) return detail::quantize_avx512_u32(x, w, n, c, out, bad);
-        if (level == SimdLevel::avx2) return detail::quantize_avx2_u32(x, w, n, c, out, bad);
+        if (level == SimdLevel::avx512) return detail::quantize_avx512_u32(x, h, n, c, out, o);
+        if (level == SimdLevel::avx2) return detail::quantize_avx2_u32(x, h, n, c, out, o);
     }
 #else
-    (void)x, (void)w, (void)n, (void)c, (void)out, (void)bad;
+    (void)x, (void)h, (void)n, (void)c, (void)out, (void)o;
 #endif
     return 0;
 }
@@ -99,17 +136,25 @@ std::size_t quantize(const float* x, std::size_t n, double clip, unsigned bits,
                      const std::uint8_t seed[32], T* out) {
     const double top = static_cast<double>(ring_mask<T>(bits));
     const detail::QuantConsts consts{check_clip(clip), top / (2.0 * clip), top};
-    chacha20_check_range(0, static_cast<std::uint64_t>(n) * 4);
+    chacha20_check_range(kTieCounter, static_cast<std::uint64_t>(n) * 4);  // implies the main range
     const ChachaKey key = chacha20_setup(seed, kLibsodiumDrgNonce);
-    alignas(64) std::uint32_t words[kChunk];
+    alignas(64) std::uint16_t words[kChunk];
+    std::uint32_t ties[kChunk];
     bool bad = false;
     std::size_t n_bad = 0;
     for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
         const std::size_t len = std::min(kChunk, n - i0);
-        const auto counter = static_cast<std::uint32_t>(i0 * 4 / kChachaBlockBytes);
-        chacha20_keystream(key, counter, reinterpret_cast<std::uint8_t*>(words), len * 4);
-        const std::size_t done = quantize_simd(x + i0, words, len, consts, out + i0, &bad);
-        quantize_scalar(x + i0 + done, words + done, len - done, consts, out + i0 + done, &bad);
+        const auto counter = static_cast<std::uint32_t>(i0 * 2 / kChachaBlockBytes);
+        chacha20_keystream(key, counter, reinterpret_cast<std::uint8_t*>(words), len * 2);
+        std::size_t n_ties = 0;
+        const detail::QuantOut o{&bad, ties, &n_ties};
+        const std::size_t done = quantize_simd(x + i0, words, len, consts, out + i0, o);
+        std::uint32_t* const tail_ties = ties + n_ties;
+        std::size_t n_tail = 0;
+        quantize_scalar(x + i0 + done, words + done, len - done, consts, out + i0 + done,
+                        detail::QuantOut{&bad, tail_ties, &n_tail});
+        for (std::size_t k = 0; k < n_tail; ++k) tail_ties[k] += static_cast<std::uint32_t>(done);
+        settle_ties(x + i0, i0, ties, n_ties + n_tail, key, consts, out + i0);
     }
     if (bad) {
         for (std::size_t i = 0; i < n; ++i) n_bad += !std::isfinite(x[i]);

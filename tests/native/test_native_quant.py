@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -11,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from native import mask, quant
+from native import cpu, mask, quant
 from native.errors import InputError
 
 
@@ -19,16 +22,66 @@ def _seed(*parts: object) -> bytes:
     return hashlib.blake2b(repr(parts).encode(), digest_size=32).digest()
 
 
-def _reference_quantize(
-    x: np.ndarray[Any, Any], clip: float, bits: int, seed: bytes
-) -> np.ndarray[Any, Any]:
-    """docs/native.md's definition, written with numpy float64 (one IEEE rounding per step)."""
+_SIGMA = np.frombuffer(b"expand 32-byte k", dtype="<u4")
+_NONCE = np.frombuffer(b"LibsodiumDRG", dtype="<u4")
+TIE_COUNTER = 2**31  # first block of the tie-break stream
+
+
+def _chacha_blocks(seed: bytes, counters: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """ChaCha20-IETF blocks (key = seed, nonce LibsodiumDRG) at ``counters``, (len, 16) uint32.
+
+    Written independently of the C++ so the tie-break stream, which expand() cannot reach, has a
+    reference of its own; checked against expand() at counter 0 below.
+    """
+    m = len(counters)
+    init = [np.full(m, w, np.uint32) for w in (*_SIGMA, *np.frombuffer(seed, "<u4"))]
+    init += [counters.astype(np.uint32)] + [np.full(m, w, np.uint32) for w in _NONCE]
+    s = [w.copy() for w in init]
+
+    def rotl(v: np.ndarray[Any, Any], c: int) -> np.ndarray[Any, Any]:
+        return (v << np.uint32(c)) | (v >> np.uint32(32 - c))
+
+    quarters = [(0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
+                (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)]
+    for _ in range(10):
+        for a, b, c, d in quarters:
+            s[a] += s[b]; s[d] = rotl(s[d] ^ s[a], 16)  # noqa: E702
+            s[c] += s[d]; s[b] = rotl(s[b] ^ s[c], 12)  # noqa: E702
+            s[a] += s[b]; s[d] = rotl(s[d] ^ s[a], 8)  # noqa: E702
+            s[c] += s[d]; s[b] = rotl(s[b] ^ s[c], 7)  # noqa: E702
+    return np.stack([s[i] + init[i] for i in range(16)], axis=1)
+
+
+def _levels(
+    x: np.ndarray[Any, Any], clip: float, bits: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(f, t, g) of docs/native.md in numpy float64 (one IEEE rounding per step, no FMA)."""
     top = float((1 << bits) - 1)
     scale = top / (2.0 * clip)
     v = np.minimum((np.minimum(np.maximum(x.astype(np.float64), -clip), clip) + clip) * scale, top)
     f = np.floor(v)
-    u = mask.expand(seed, len(x), 32).astype(np.float64) * 2.0**-32
-    return (f + (u < v - f)).astype(np.uint64)
+    t = (v - f) * 2.0**16
+    return f, t, np.floor(t)
+
+
+def _reference_quantize(
+    x: np.ndarray[Any, Any], clip: float, bits: int, seed: bytes
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """docs/native.md's definition written with numpy: (q as uint64, indices of the ties)."""
+    f, t, g = _levels(x, clip, bits)
+    h = mask.expand(seed, len(x), 16).astype(np.float64)
+    up = h < g
+    ties = np.flatnonzero(h == g)
+    if len(ties):
+        words = _chacha_blocks(seed, TIE_COUNTER + ties // 16)[np.arange(len(ties)), ties % 16]
+        up[ties] = words.astype(np.float64) * 2.0**-32 < t[ties] - g[ties]
+    return (f + up).astype(np.uint64), ties
+
+
+def test_reference_chacha_matches_expand() -> None:
+    seed = _seed("ref")
+    blocks = _chacha_blocks(seed, np.arange(5))
+    np.testing.assert_array_equal(blocks.reshape(-1), mask.expand(seed, 80, 32))
 
 
 @settings(max_examples=80, deadline=None)
@@ -44,7 +97,8 @@ def test_quantize_matches_the_documented_definition(
     seed = _seed("q", tag)
     got = quant.quantize(x, clip, bits, seed)
     assert got.dtype == mask.ring_dtype(bits)
-    np.testing.assert_array_equal(got.astype(np.uint64), _reference_quantize(x, clip, bits, seed))
+    want, _ = _reference_quantize(x, clip, bits, seed)
+    np.testing.assert_array_equal(got.astype(np.uint64), want)
     assert int(got.max(initial=0)) <= (1 << bits) - 1
 
 
@@ -66,7 +120,87 @@ def test_quantize_at_the_clip_boundary(clip: float, bits: int) -> None:
     )
     seed = _seed("edge", clip, bits)
     got = quant.quantize(x, clip, bits, seed)
-    np.testing.assert_array_equal(got.astype(np.uint64), _reference_quantize(x, clip, bits, seed))
+    want, _ = _reference_quantize(x, clip, bits, seed)
+    np.testing.assert_array_equal(got.astype(np.uint64), want)
+
+
+def _all_ties(seed: bytes, fracs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """x (1-bit levels, clip 1) whose every element is a tie: t_i = h_i + fracs_i exactly.
+
+    With bits = 1 and clip = 1, v = (x + 1) / 2 and t = (x + 1) * 2^15; x = (h + frac) / 2^15 - 1
+    is a float32 when frac is a multiple of 2^-8, so g = floor(t) = h.
+    """
+    h = mask.expand(seed, len(fracs), 16).astype(np.float64)
+    x: np.ndarray[Any, Any] = ((h + fracs) / 2.0**15 - 1.0).astype(np.float32)
+    f, t, g = _levels(x, 1.0, 1)
+    assert np.array_equal(g, h) and np.array_equal(t - g, fracs) and not f.any()
+    return x
+
+
+_TIE_FRACS = np.array([0.0, 1 / 256, 0.25, 0.5, 0.75, 255 / 256])
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 4095, 4096, 4097, 3 * 4096 + 37])
+@pytest.mark.parametrize("ring_bits", [1, 32])
+def test_constructed_ties_follow_the_tie_break_stream(n: int, ring_bits: int) -> None:
+    # Every element a tie: the whole vector is settled by the tie-break words (the worst case of
+    # the tie list), across chunk boundaries and in the scalar tail.
+    seed = _seed("ties", n)
+    fracs = np.resize(_TIE_FRACS, n)
+    x = _all_ties(seed, fracs)
+    want, ties = _reference_quantize(x, 1.0, 1, seed)
+    assert len(ties) == n
+    got = quant.quantize(x, 1.0, 1, seed, ring_bits=ring_bits)
+    np.testing.assert_array_equal(got.astype(np.uint64), want)
+    assert not got[fracs == 0].any()  # t == g: the fraction is g / 2^16 exactly, never up
+    if n >= 4096:
+        assert 0 < int(got.sum()) < n
+
+
+_TIE_LEVEL_SCRIPT = """
+import sys
+import numpy as np
+from native import cpu, quant
+x = np.frombuffer(bytes.fromhex(sys.argv[1]), np.float32)
+seed = bytes.fromhex(sys.argv[2])
+out = [cpu.simd_level()]
+for ring in (1, 32):
+    out.append(quant.quantize(x, 1.0, 1, seed, ring_bits=ring).tobytes().hex())
+print(" ".join(out))
+"""
+
+
+def test_ties_are_settled_alike_at_every_simd_level() -> None:
+    seed = _seed("tie levels")
+    n = 4096 + 8 + 4 + 3
+    x = _all_ties(seed, np.resize(_TIE_FRACS, n))
+    want, _ = _reference_quantize(x, 1.0, 1, seed)
+    seen = set()
+    for level in ("scalar", "avx2", "avx512", "neon"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _TIE_LEVEL_SCRIPT, x.tobytes().hex(), seed.hex()],
+            env=dict(os.environ, FEDGATE_SIMD=level), capture_output=True, text=True, check=True,
+        )
+        got_level, *outputs = proc.stdout.split()
+        seen.add(got_level)
+        for ring, hexed in zip((np.uint16, np.uint32), outputs, strict=True):
+            got = np.frombuffer(bytes.fromhex(hexed), ring)
+            np.testing.assert_array_equal(got.astype(np.uint64), want, err_msg=got_level)
+    assert "scalar" in seen and cpu.simd_level() in seen
+
+
+@pytest.mark.parametrize(("bits", "ring_bits"), [(8, 16), (16, 16), (32, 32)])
+def test_natural_ties_match_the_definition(bits: int, ring_bits: int) -> None:
+    # Random updates meet a tie about once in 2^16 elements: search a few seeds for some.
+    x = (np.random.default_rng(bits).standard_normal(1 << 18) * 0.5).astype(np.float32)
+    for tag in range(20):
+        seed = _seed("natural", bits, tag)
+        want, ties = _reference_quantize(x, 1.0, bits, seed)
+        if len(ties) >= 3:
+            break
+    assert len(ties) >= 3
+    got = quant.quantize(x, 1.0, bits, seed, ring_bits=ring_bits)
+    np.testing.assert_array_equal(got.astype(np.uint64), want)
 
 
 @settings(max_examples=60, deadline=None)
