@@ -198,3 +198,68 @@ def test_sigterm_stops_the_gateway_gracefully(deployment: Deployment) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def round_stage(dep: Deployment, round_no: int) -> str:
+    """The stage the aggregator's rounds table shows ("" before the round exists)."""
+    import urllib.error
+
+    try:
+        return str(json.loads(dep.agg.get(f"/v1/rounds/{round_no}"))["stage"])
+    except urllib.error.HTTPError:
+        return ""
+
+
+def test_aggregator_restart_mid_round_then_the_next_round_is_exact(
+        deployment: Deployment) -> None:
+    """The round process dies mid-round; its successor aborts the open round with a signed
+    abort, the daemons drop it, and the next round runs with all of them."""
+    from aggregator.round_runner import RunnerStopped
+    from edge_client.secagg import GatewayStage
+
+    dep = deployment
+    fleet = in_process_fleet(dep, range(3))
+    drivers: list[RoundDriver] = []
+    try:
+        holdout = StoreData(Path(fleet.daemons[0].config.data_dir) / "store.sqlite").dataset()
+        first = RoundDriver(dep.agg, fleet, dep.cfg, dep.broker.url, holdout)
+        drivers.append(first)
+        first.start()
+        failure: list[BaseException] = []
+
+        def doomed() -> None:
+            try:
+                first.run_round()
+            except BaseException as exc:
+                failure.append(exc)
+        thread = threading.Thread(target=doomed)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while round_stage(dep, 1) in ("", "collect_keys") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert round_stage(dep, 1) in ("collect_shares", "collect_masked")  # mid-round
+        first.runner.cancel()  # the aggregator's round process dies here
+        thread.join(30)
+        first.transport.stop()
+        assert len(failure) == 1 and isinstance(failure[0], RunnerStopped)
+
+        second = RoundDriver(dep.agg, fleet, dep.cfg, dep.broker.url, holdout)
+        drivers.append(second)
+        second.start()
+        assert second.orch.recover() == [1]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+                d.core is not None and d.core.state.stage is not GatewayStage.ABORTED
+                for d in fleet.daemons):
+            time.sleep(0.05)
+        assert all(d.core is not None and d.core.state.stage is GatewayStage.ABORTED
+                   for d in fleet.daemons)
+        row = second.run_round()
+        assert (row["round"], row["outcome"], row["participants"]) == (2, "completed", 3)
+        assert row["aggregate_exact"] is True and row["model_version"] == 2
+        old = json.loads(dep.agg.get("/v1/rounds/1"))
+        assert old["outcome"] == "aborted" and "restarted" in old["error"]
+    finally:
+        for driver in drivers:
+            driver.transport.stop()
+        fleet.stop()
