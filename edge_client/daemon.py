@@ -241,6 +241,8 @@ class GatewayDaemon:
         assert isinstance(cfg, wire.RoundConfig)
         if delivery.round_id <= self._round_no:
             return  # the retained announcement of a round this gateway has already seen
+        # Verified before anything else: a forged announcement must not end the open round.
+        env.verify(self.enrollment.server_key)
         if self.core.state.stage in _IN_ROUND:
             log.warning("round %d announced while round %d was open: leaving the old one",
                         delivery.round_id, self._round_no)
@@ -248,7 +250,6 @@ class GatewayDaemon:
         if self.enrollment.pid not in {p.pid for p in cfg.participants}:
             log.debug("round %d: not selected", delivery.round_id)
             return
-        env.verify(self.enrollment.server_key)
         if cfg.clip > self.config.policy.max_clip:
             raise ProtocolError(f"round config clip {cfg.clip} > policy max_clip "
                                 f"{self.config.policy.max_clip}")

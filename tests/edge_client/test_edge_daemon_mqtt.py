@@ -263,3 +263,53 @@ def test_aggregator_restart_mid_round_then_the_next_round_is_exact(
         for driver in drivers:
             driver.transport.stop()
         fleet.stop()
+
+
+def test_forged_and_garbage_announcements_do_not_disturb_a_round(deployment: Deployment) -> None:
+    """Mid-round, a rogue client announces a newer round signed with the wrong key and sends
+    junk on every gateway topic; the daemons count it as errors and finish the real round."""
+    import nacl.signing
+
+    from native import wire
+
+    dep = deployment
+    fleet = in_process_fleet(dep, range(3))
+    rogue = Transport(TransportConfig.from_url(dep.broker.url, "rogue", presence=False))
+    driver: RoundDriver | None = None
+    try:
+        holdout = StoreData(Path(fleet.daemons[0].config.data_dir) / "store.sqlite").dataset()
+        driver = RoundDriver(dep.agg, fleet, dep.cfg, dep.broker.url, holdout)
+        driver.start()
+        rogue.start()
+        rows: list[dict[str, Any]] = []
+        runner = threading.Thread(target=lambda: rows.append(driver.run_round()))  # type: ignore[union-attr]
+        runner.start()
+        deadline = time.monotonic() + 30
+        while round_stage(dep, 1) in ("", "collect_keys") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        listed = tuple(wire.Participant(d.enrollment.pid, bytes(d.identity.verify_key))
+                       for d in fleet.daemons if d.enrollment and d.identity)
+        forged = wire.encode(wire.RoundConfig(2, 2, 8, 16, 1, 0.05, 10964, os.urandom(32),
+                                              tuple(sorted(listed, key=lambda p: p.pid))),
+                             os.urandom(16), 0, nacl.signing.SigningKey.generate())
+        gw = fleet.daemons[0].gateway_id
+        for seq, (topic, payload) in enumerate([
+                (topics.announce(), forged), (topics.announce(), b"junk"),
+                (topics.broadcast(1), b"\x01" * 300), (topics.down(1, gw), forged)]):
+            assert rogue.publish(topic, payload, round_id=99 if seq == 0 else 1,
+                                 sequence=seq).wait(5)
+        runner.join(60)
+        row = rows[0]
+        assert (row["outcome"], row["participants"], row["aggregate_exact"]) == (
+            "completed", 3, True)
+        assert all(t.is_alive() for t in fleet.threads)
+        deadline = time.monotonic() + 5  # the junk broadcast was seen and refused, not lost
+        while time.monotonic() < deadline and not all(
+                "WireError" in d.stats[1].error for d in fleet.daemons):
+            time.sleep(0.05)
+        assert all("WireError" in d.stats[1].error for d in fleet.daemons)
+    finally:
+        rogue.stop()
+        if driver is not None:
+            driver.transport.stop()
+        fleet.stop()
