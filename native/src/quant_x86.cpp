@@ -80,37 +80,53 @@ FG_AVX2 std::size_t quantize_avx2(const float* x, const std::uint16_t* h, std::s
 }
 
 // Eight elements as uint32 lanes (h8: their uint16 words widened to int32), the lanes with
-// h == g as all ones in *tie; g and h compared as int32 as in quant4_avx2. The non-finite check
-// runs on the float32 vectors in the caller.
-FG_AVX512 inline __m256i quant8_avx512(__m256 xf, __m256i h8, const Consts8& k, __m256i* tie) {
-    const __m512d xd = _mm512_cvtps_pd(xf);
-    const __m512d cl = _mm512_min_pd(_mm512_max_pd(xd, k.lo), k.hi);
-    const __m512d v = _mm512_min_pd(_mm512_mul_pd(_mm512_add_pd(cl, k.hi), k.scale), k.top);
+// h == g as all ones in *tie; g and h compared as int32 as in quant4_avx2. `cl` is x already
+// clamped to [-clip, clip]. kNoTop: min(v, top) is known to be a no-op (see quantize_avx512).
+template <bool kNoTop>
+FG_AVX512 inline __m256i quant8_avx512(__m512d cl, __m256i h8, const Consts8& k, __m256i* tie) {
+    __m512d v = _mm512_mul_pd(_mm512_add_pd(cl, k.hi), k.scale);
+    if constexpr (!kNoTop) v = _mm512_min_pd(v, k.top);
     const __m512d f = _mm512_roundscale_pd(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     const __m256i g = _mm512_cvttpd_epi32(_mm512_mul_pd(_mm512_sub_pd(v, f), k.two16));
     *tie = _mm256_cmpeq_epi32(g, h8);
     return _mm256_sub_epi32(_mm512_cvttpd_epu32(f), _mm256_cmpgt_epi32(g, h8));
 }
 
-template <typename T>
-FG_AVX512 std::size_t quantize_avx512(const float* x, const std::uint16_t* h, std::size_t n,
-                                      const QuantConsts& c, T* out, const QuantOut& o) {
+// kFloatClamp: clip is a float32, so clamping the float32 x to [-clip, clip] equals clamping its
+// double (both compares are exact), on 16 lanes at once.
+template <bool kFloatClamp, bool kNoTop, typename T>
+FG_AVX512 std::size_t quantize_avx512_loop(const float* x, const std::uint16_t* h, std::size_t n,
+                                           const QuantConsts& c, T* out, const QuantOut& o) {
     const Consts8 k{_mm512_set1_pd(-c.clip), _mm512_set1_pd(c.clip), _mm512_set1_pd(c.scale),
                     _mm512_set1_pd(c.top),   _mm512_set1_pd(65536.0)};
+    const __m512 lo32 = _mm512_set1_ps(static_cast<float>(-c.clip));
+    const __m512 hi32 = _mm512_set1_ps(static_cast<float>(c.clip));
     __m512i nonfinite = _mm512_setzero_si512();
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        const __m512 xf = _mm512_loadu_ps(x + i);
+        __m512 xf = _mm512_loadu_ps(x + i);
         _mm_prefetch(reinterpret_cast<const char*>(x + i + kQuantChunk), _MM_HINT_T1);
         nonfinite = _mm512_or_si512(nonfinite, _mm512_castps_si512(_mm512_sub_ps(xf, xf)));
+        __m512d cl0, cl1;
+        if constexpr (kFloatClamp) {
+            xf = _mm512_min_ps(_mm512_max_ps(xf, lo32), hi32);
+            cl0 = _mm512_cvtps_pd(_mm512_castps512_ps256(xf));
+            cl1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xf), 1)));
+        } else {
+            cl0 = _mm512_min_pd(_mm512_max_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xf)), k.lo), k.hi);
+            cl1 = _mm512_min_pd(
+                _mm512_max_pd(_mm512_cvtps_pd(_mm256_castpd_ps(
+                                  _mm512_extractf64x4_pd(_mm512_castps_pd(xf), 1))),
+                              k.lo),
+                k.hi);
+        }
         const __m256i h0 = _mm256_cvtepu16_epi32(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
         const __m256i h1 = _mm256_cvtepu16_epi32(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i + 8)));
         __m256i t0, t1;
-        const __m256i q0 = quant8_avx512(_mm512_castps512_ps256(xf), h0, k, &t0);
-        const __m256i q1 = quant8_avx512(
-            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xf), 1)), h1, k, &t1);
+        const __m256i q0 = quant8_avx512<kNoTop>(cl0, h0, k, &t0);
+        const __m256i q1 = quant8_avx512<kNoTop>(cl1, h1, k, &t1);
         if constexpr (sizeof(T) == 2) {
             // packus interleaves 128-bit lanes; the permute puts the eight pairs back in order.
             const __m256i packed = _mm256_packus_epi32(q0, q1);
@@ -129,6 +145,19 @@ FG_AVX512 std::size_t quantize_avx512(const float* x, const std::uint16_t* h, st
     }
     if (_mm512_test_epi64_mask(nonfinite, nonfinite) != 0) *o.bad = true;
     return i;
+}
+
+template <typename T>
+std::size_t quantize_avx512(const float* x, const std::uint16_t* h, std::size_t n,
+                            const QuantConsts& c, T* out, const QuantOut& o) {
+    // Exact specialisations of the same arithmetic. v = fl(fl(c + clip) * scale) is monotone in c
+    // and c + clip <= 2 clip, so when fl(2 clip * scale) <= top the clamp to top never acts.
+    const bool float_clamp = static_cast<double>(static_cast<float>(c.clip)) == c.clip;
+    const bool no_top = (2.0 * c.clip) * c.scale <= c.top;
+    if (float_clamp && no_top) return quantize_avx512_loop<true, true>(x, h, n, c, out, o);
+    if (float_clamp) return quantize_avx512_loop<true, false>(x, h, n, c, out, o);
+    if (no_top) return quantize_avx512_loop<false, true>(x, h, n, c, out, o);
+    return quantize_avx512_loop<false, false>(x, h, n, c, out, o);
 }
 
 }  // namespace

@@ -243,6 +243,22 @@ def test_quantization_is_unbiased() -> None:
     assert halves.any() and np.all(np.abs(mean[halves] - exact[halves]) < 0.2)
 
 
+@pytest.mark.parametrize("below", [0.0, 1 / 256, 0.25, 0.5, 0.75, 255 / 256])
+def test_the_tie_break_is_unbiased(below: float) -> None:
+    # A tie has r = (g + s) / 2^16 with s = t - g: it must round up with probability s, i.e. the
+    # 2^-16 of probability left between the draws h < g and h > g is split exactly. (h < g has
+    # probability g / 2^16 exactly, so together E[q] = v to 2^-48 of a step.)
+    n = 1 << 15
+    ups = 0
+    for k in range(4):
+        seed = _seed("tie bias", below, k)
+        x = _all_ties(seed, np.full(n, below))
+        ups += int(quant.quantize(x, 1.0, 1, seed).sum())
+    trials = 4 * n
+    sd = np.sqrt(below * (1 - below) / trials)
+    assert abs(ups / trials - below) <= 6 * sd + 1e-12
+
+
 def test_quantize_is_deterministic_given_the_seed() -> None:
     x = np.random.default_rng(1).standard_normal(10_001).astype(np.float32)
     a = quant.quantize(x, 2.0, 8, _seed(1))
