@@ -1,11 +1,18 @@
-"""Privacy accounting of distributed Skellam rounds with Poisson participant sampling (RDP).
+"""Privacy accounting of distributed-noise rounds with Poisson participant sampling (RDP).
 
-Per round the aggregator releases the sum of the sampled gateways' updates plus Sk(mu) noise. Its
-Renyi DP at integer order a > 1 is (Agarwal, Kairouz, Liu 2021, Corollary 3.6, integer units)
+Per round the aggregator releases the sum of the sampled gateways' updates plus the sum of their
+noise shares. With D1, D2 the L1 and L2 sensitivities in integer units, its Renyi DP at integer
+order a > 1 is
 
-    eps(a) = a * D2^2 / (2 mu) + min(((2a - 1) D2^2 + 6 D1) / (4 mu^2), 3 D1 / (2 mu))
+- Skellam, total variance mu (Agarwal, Kairouz, Liu 2021, Corollary 3.6):
+  eps(a) = a D2^2 / (2 mu) + min(((2a - 1) D2^2 + 6 D1) / (4 mu^2), 3 D1 / (2 mu));
+- distributed discrete Gaussian, s shares of variance v each (Kairouz, Liu, Steinke 2021,
+  Theorem 1 with Proposition 14), sigma^2 = s v, tau = 10 sum_{k=1}^{s-1} exp(-2 pi^2 v k/(k+1)):
+  eps(a) = min(a D2^2/(2 sigma^2) + tau d, a/2 (D2^2/sigma^2 + 2 D1 tau/sigma + tau^2 d),
+  a/2 (D2/sigma + tau sqrt(d))^2); the bound uses s = threshold for sigma and s =
+  max_participants for tau, so it holds for every number of survivors in between.
 
-with D1, D2 the L1 and L2 sensitivities; as mu grows it tends to the Gaussian a D2^2 / (2 mu).
+Both tend to the Gaussian a D2^2 / (2 sigma^2) as the variance grows.
 Poisson sampling of gateways at rate q (expected participants / population) amplifies it by the
 general bound of Zhu and Wang (2019, Theorem 6) for integer orders, kept only where it is below the
 unsampled value. Rounds compose by adding RDP; (eps, delta) comes from dp-accounting's conversion
@@ -25,14 +32,16 @@ import numpy as np
 from dp_accounting.rdp import rdp_privacy_accountant as _rdp  # type: ignore[import-untyped]
 
 from native._validate import check_int
-from native.dp_params import SkellamParams
+from native.dp_params import NoiseParams
 from native.errors import InputError, InputTypeError
 
 __all__ = [
     "ORDERS",
-    "SkellamAccountant",
+    "PrivacyAccountant",
+    "ddg_rdp",
     "epsilon_from_rdp",
     "gaussian_rdp",
+    "release_rdp",
     "skellam_rdp",
     "subsampled_rdp",
 ]
@@ -62,11 +71,14 @@ def _check_rate(q: object) -> float:
     return rate
 
 
-def skellam_rdp(orders: Sequence[int], params: SkellamParams) -> _Vec:
-    """RDP of one unsampled release of the sum with Sk(params.variance) noise, per order."""
+def skellam_rdp(orders: Sequence[int], params: NoiseParams) -> _Vec:
+    """RDP of one unsampled release of the sum with Sk(params.variance) noise, per order.
+
+    The Skellam bound is applied whatever ``params.mechanism`` says; use ``release_rdp``.
+    """
     orders = _check_orders(orders)
-    if not isinstance(params, SkellamParams):
-        raise InputTypeError(f"params must be SkellamParams, got {type(params).__name__}")
+    if not isinstance(params, NoiseParams):
+        raise InputTypeError(f"params must be NoiseParams, got {type(params).__name__}")
     mu = float(params.variance)
     d2sq = params.l2_sensitivity**2
     d1 = params.l1_sensitivity
@@ -74,6 +86,34 @@ def skellam_rdp(orders: Sequence[int], params: SkellamParams) -> _Vec:
     extra = np.minimum(((2 * a - 1) * d2sq + 6 * d1) / (4 * mu * mu), 3 * d1 / (2 * mu))
     out: _Vec = a * d2sq / (2 * mu) + extra
     return out
+
+
+def ddg_rdp(orders: Sequence[int], params: NoiseParams) -> _Vec:
+    """RDP of one unsampled release with distributed discrete Gaussian shares, per order."""
+    orders = _check_orders(orders)
+    if not isinstance(params, NoiseParams):
+        raise InputTypeError(f"params must be NoiseParams, got {type(params).__name__}")
+    share = float(params.variance / params.threshold)
+    sigma = math.sqrt(float(params.variance))
+    most = int(params.max_participants or params.threshold)
+    tau = 10 * sum(math.exp(-2 * math.pi**2 * share * k / (k + 1)) for k in range(1, most))
+    d2, d1, d = params.l2_sensitivity / sigma, params.l1_sensitivity / sigma, params.dim
+    a = np.asarray(orders, dtype=np.float64)
+    out: _Vec = np.minimum.reduce(
+        [
+            a / 2 * d2**2 + tau * d,
+            a / 2 * (d2**2 + 2 * d1 * tau + tau**2 * d),
+            a / 2 * (d2 + math.sqrt(d) * tau) ** 2,
+        ]
+    )
+    return out
+
+
+def release_rdp(orders: Sequence[int], params: NoiseParams) -> _Vec:
+    """RDP of one unsampled release with the round's mechanism."""
+    if not isinstance(params, NoiseParams):
+        raise InputTypeError(f"params must be NoiseParams, got {type(params).__name__}")
+    return ddg_rdp(orders, params) if params.mechanism == "ddg" else skellam_rdp(orders, params)
 
 
 def _log_comb(n: int, k: int) -> float:
@@ -148,23 +188,23 @@ def epsilon_from_rdp(
 
 
 @dataclass
-class SkellamAccountant:
+class PrivacyAccountant:
     """Cumulative RDP of the rounds run so far (explicit state; store ``rdp`` in the lineage)."""
 
     orders: tuple[int, ...] = ORDERS
     rdp: _Vec = field(default_factory=lambda: np.zeros(len(ORDERS)))
     rounds: int = 0
 
-    def round_rdp(self, params: SkellamParams, q: float) -> _Vec:
+    def round_rdp(self, params: NoiseParams, q: float) -> _Vec:
         """The RDP of one round with these parameters and sampling rate q."""
-        full = skellam_rdp(range(2, max(self.orders) + 1), params)
+        full = release_rdp(range(2, max(self.orders) + 1), params)
         return subsampled_rdp(self.orders, q, full)
 
-    def round_epsilon(self, params: SkellamParams, q: float, delta: float) -> float:
+    def round_epsilon(self, params: NoiseParams, q: float, delta: float) -> float:
         """(eps, delta) of a single round, without spending it."""
         return epsilon_from_rdp(self.orders, self.round_rdp(params, q), delta)
 
-    def spend(self, params: SkellamParams, q: float, rounds: int = 1) -> None:
+    def spend(self, params: NoiseParams, q: float, rounds: int = 1) -> None:
         """Compose ``rounds`` rounds with these parameters into the total."""
         rounds = check_int(rounds, "rounds")
         if rounds < 1:

@@ -1,8 +1,9 @@
 """Noise parameters of a DP round, shared by the aggregator (which sets them) and the gateways
 (which check them against their own policy before they train).
 
-The round config carries a ``SkellamParams``: the total Skellam variance (in quantization levels,
-an exact rational) that the ring sum of any ``threshold`` or more survivors carries, and the
+The round config carries a ``NoiseParams``: the mechanism (distributed discrete Gaussian, the
+default, or Skellam), the total noise variance (in quantization levels, an exact rational) that
+the ring sum of any ``threshold`` or more survivors carries, and the
 sensitivities of one gateway's contribution in the same integer units. Each gateway adds
 ``share_variance(params)`` = variance / threshold, so the guarantee needs no trust in the count of
 survivors beyond the threshold that secure aggregation already enforces (fewer survivors: the sum
@@ -20,13 +21,15 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from native import noise
 from native._validate import check_int
 from native.errors import InputError, InputTypeError, ProtocolError
-from native.noise import check_variance
+from native.noise import check_dgauss_variance, check_variance
 
 __all__ = [
     "GatewayPolicy",
-    "SkellamParams",
+    "NoiseParams",
+    "add_round_noise",
     "check_round_noise",
     "l1_sensitivity_bound",
     "noise_multiplier",
@@ -36,7 +39,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MECHANISMS = ("skellam",)
+MECHANISMS = ("ddg", "skellam")
 # The total may exceed what one sampler call draws; each share must not (checked below).
 MAX_TOTAL_VARIANCE = Fraction(2**52)
 
@@ -60,14 +63,17 @@ def l1_sensitivity_bound(l2_sensitivity: float, dim: int) -> float:
 
 
 @dataclass(frozen=True)
-class SkellamParams:
+class NoiseParams:
     """Noise of one round as the signed round config states it (validated on construction)."""
 
-    variance: Fraction  # total Sk variance of the sum over >= threshold survivors, in levels^2
+    variance: Fraction  # total noise variance of the sum over >= threshold survivors, levels^2
     threshold: int  # secure-aggregation threshold: fewest survivors whose sum is ever unmasked
     l2_sensitivity: float  # L2 bound on one gateway's centered integer vector
     dim: int  # coordinates of the (rotated, padded) vector
-    mechanism: str = "skellam"
+    mechanism: str = "ddg"  # "ddg": discrete Gaussian shares; "skellam": Skellam shares
+    max_participants: int | None = (
+        None  # most shares a sum can hold (ddg accounting); None: threshold
+    )
 
     def __post_init__(self) -> None:
         if self.mechanism not in MECHANISMS:
@@ -78,7 +84,13 @@ class SkellamParams:
         threshold = check_int(self.threshold, "threshold")
         if threshold < 1:
             raise InputError(f"threshold must be >= 1, got {threshold}")
-        check_variance(variance / threshold, "variance / threshold")
+        share_check = check_dgauss_variance if self.mechanism == "ddg" else check_variance
+        share_check(variance / threshold, "variance / threshold")
+        most = threshold if self.max_participants is None else self.max_participants
+        most = check_int(most, "max_participants")
+        if most < threshold:
+            raise InputError(f"max_participants must be >= threshold {threshold}, got {most}")
+        object.__setattr__(self, "max_participants", most)
         _finite_positive(self.l2_sensitivity, "l2_sensitivity")
         dim = check_int(self.dim, "dim")
         if dim < 1:
@@ -94,21 +106,29 @@ class SkellamParams:
         return l1_sensitivity_bound(self.l2_sensitivity, self.dim)
 
 
-def share_variance(params: SkellamParams) -> Fraction:
-    """The Skellam variance each gateway adds: variance / threshold, exact."""
+def share_variance(params: NoiseParams) -> Fraction:
+    """The noise variance each gateway adds: variance / threshold, exact."""
     return params.variance / params.threshold
 
 
-def noise_multiplier(params: SkellamParams) -> float:
+def add_round_noise(acc: object, seed: bytes, params: NoiseParams, bits: int) -> None:
+    """Add this gateway's noise share to its quantized vector, in place mod 2**bits."""
+    if not isinstance(params, NoiseParams):
+        raise InputTypeError(f"params must be NoiseParams, got {type(params).__name__}")
+    add = noise.add_dgauss_noise if params.mechanism == "ddg" else noise.add_noise
+    add(acc, seed, share_variance(params), bits)  # type: ignore[arg-type]
+
+
+def noise_multiplier(params: NoiseParams) -> float:
     """z = sqrt(variance) / L2 sensitivity, the Gaussian-equivalent noise multiplier."""
     return math.sqrt(params.variance) / params.l2_sensitivity
 
 
 def ring_bits_with_noise(
-    bits: int, max_participants: int, params: SkellamParams, tail_sigmas: float = 10.0
+    bits: int, max_participants: int, params: NoiseParams, tail_sigmas: float = 10.0
 ) -> int:
     """Ring width whose sum (levels + noise of up to ``max_participants`` shares) never wraps
-    except with probability below the Skellam tail at ``tail_sigmas`` standard deviations."""
+    except with probability below the noise tail at ``tail_sigmas`` standard deviations."""
     bits = check_int(bits, "bits")
     n = check_int(max_participants, "max_participants")
     if not 1 <= bits <= 32 or n < params.threshold:
@@ -136,14 +156,14 @@ class GatewayPolicy:
             raise InputError(f"min_threshold must be >= 1, got {self.min_threshold}")
 
 
-def check_round_noise(config_noise: object, policy: GatewayPolicy) -> SkellamParams:
+def check_round_noise(config_noise: object, policy: GatewayPolicy) -> NoiseParams:
     """Refuse (ProtocolError) a round whose noise is below the gateway's policy; returns it."""
     if not isinstance(policy, GatewayPolicy):
         raise InputTypeError(f"policy must be a GatewayPolicy, got {type(policy).__name__}")
     if config_noise is None:
         raise ProtocolError("round config carries no noise parameters; this gateway requires DP")
-    if not isinstance(config_noise, SkellamParams):
-        raise InputTypeError(f"noise must be SkellamParams, got {type(config_noise).__name__}")
+    if not isinstance(config_noise, NoiseParams):
+        raise InputTypeError(f"noise must be NoiseParams, got {type(config_noise).__name__}")
     z = noise_multiplier(config_noise)
     if z < policy.min_noise_multiplier:
         raise ProtocolError(

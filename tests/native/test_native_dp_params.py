@@ -13,7 +13,8 @@ import pytest
 from native import mask, noise, quant
 from native.dp_params import (
     GatewayPolicy,
-    SkellamParams,
+    NoiseParams,
+    add_round_noise,
     check_round_noise,
     l1_sensitivity_bound,
     noise_multiplier,
@@ -27,15 +28,16 @@ def _seed(*parts: object) -> bytes:
     return hashlib.blake2b(repr(parts).encode(), digest_size=32).digest()
 
 
-def _params(**kw: object) -> SkellamParams:
+def _params(**kw: object) -> NoiseParams:
     base: dict[str, object] = {
         "variance": Fraction(40_000),
         "threshold": 8,
         "l2_sensitivity": 100.0,
         "dim": 1024,
+        "mechanism": "skellam",
     }
     base.update(kw)
-    return SkellamParams(**base)  # type: ignore[arg-type]
+    return NoiseParams(**base)  # type: ignore[arg-type]
 
 
 def test_shares_sum_to_the_target_exactly() -> None:
@@ -107,11 +109,13 @@ def test_bad_policy() -> None:
         GatewayPolicy(min_noise_multiplier=1.0, min_threshold=0)
 
 
-def test_ring_bits_and_the_exact_integer_path() -> None:
+@pytest.mark.parametrize("mechanism", ["skellam", "ddg"])
+def test_ring_bits_and_the_exact_integer_path(mechanism: str) -> None:
     # n gateways quantize, add their noise share, and the ring sum decodes (modular clipping)
     # to exactly sum(levels) - n * top / 2 + the sum of the noise draws.
     n, bits, d = 9, 8, 3000
-    p = _params(variance=Fraction(600), threshold=6, dim=d)
+    p = _params(variance=Fraction(600), threshold=6, dim=d, mechanism=mechanism)
+    draw = noise.sample_dgauss if mechanism == "ddg" else noise.sample
     ring = ring_bits_with_noise(bits, n, p)
     assert ring >= quant.ring_bits_for(bits, n)
     rng = np.random.default_rng(3)
@@ -122,8 +126,8 @@ def test_ring_bits_and_the_exact_integer_path() -> None:
         x = rng.uniform(-1, 1, d).astype(np.float32)
         q = quant.quantize(x, 1.0, bits, _seed("q", g), ring_bits=ring)
         levels += q.astype(np.int64)
-        noise.add_noise(q, _seed("n", g), share_variance(p), ring)
-        draws += noise.sample(_seed("n", g), d, share_variance(p))
+        add_round_noise(q, _seed("n", g), p, ring)
+        draws += draw(_seed("n", g), d, share_variance(p))
         mask.ring_add(acc, q, ring)
     top = 2**bits - 1
     # n * top is odd: decode twice the centered value to stay in integers
@@ -135,3 +139,24 @@ def test_ring_bits_and_the_exact_integer_path() -> None:
         ring_bits_with_noise(bits, p.threshold - 1, p)
     with pytest.raises(InputError):
         ring_bits_with_noise(30, 2**10, p)
+
+
+def test_ddg_params() -> None:
+    p = NoiseParams(
+        variance=Fraction(10**6), threshold=10, l2_sensitivity=100.0, dim=64, max_participants=50
+    )
+    assert p.mechanism == "ddg" and p.max_participants == 50
+    assert (
+        NoiseParams(variance=Fraction(4), threshold=2, l2_sensitivity=1.0, dim=1).max_participants
+        == 2
+    )
+    with pytest.raises(InputError):  # share 1 / 2^13: beyond the discrete Gaussian's denominators
+        NoiseParams(variance=Fraction(1, 2**12), threshold=2, l2_sensitivity=1.0, dim=1)
+    with pytest.raises(InputError):  # share above 2^32
+        NoiseParams(variance=Fraction(2**34), threshold=2, l2_sensitivity=1.0, dim=1)
+    with pytest.raises(InputError):
+        NoiseParams(variance=4, threshold=3, l2_sensitivity=1.0, dim=1, max_participants=2)
+    with pytest.raises(InputTypeError):
+        NoiseParams(variance=4, threshold=3, l2_sensitivity=1.0, dim=1, max_participants=5.0)  # type: ignore[arg-type]
+    with pytest.raises(InputTypeError):
+        add_round_noise(np.zeros(3, np.uint16), _seed("x"), {"variance": 4}, 16)  # type: ignore[arg-type]
