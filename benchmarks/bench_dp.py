@@ -1,12 +1,14 @@
-"""Distributed DP noise: exact Skellam sampler throughput, its cost next to quantization, the
-Hadamard rotation, and numpy's (inexact, float-parameterized) Skellam as the peer.
+"""Distributed DP noise: throughput of the exact Skellam and discrete Gaussian samplers, their cost
+next to quantization, the Hadamard rotation, and numpy's inexact float samplers as the peers.
 
 Run from the repo root: ``python benchmarks/bench_dp.py [--quick]``. On the same d-vector (1e6,
 1e5 with --quick) each repetition times, in rotating order, ``native.quant.quantize`` (8-bit
-levels into a 20-bit ring), ``native.noise.add_noise`` at each per-gateway Skellam variance, and
-numpy's ``Generator.poisson`` difference of the same variance. Figures are medians of the wall
+levels into a 20-bit ring), ``native.noise.add_noise`` (Skellam) and ``add_dgauss_noise``
+(discrete Gaussian) at several per-gateway variances, numpy's ``Generator.poisson`` difference
+and rounded ``Generator.normal`` of the same variances (not exact: float parameters, and a
+rounded Gaussian is not a discrete Gaussian). Figures are medians of the wall
 clock; ``noise_over_quantize_var*`` is median(noise time) / median(quantize time); ``ratios`` are
-peer time / our time with numpy's sampler as the peer. The last line is one JSON object.
+peer time / our time with numpy's samplers as the peers. The last line is one JSON object.
 """
 
 # ruff: noqa: E402  (the thread caps below must precede the numpy import)
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 BITS = 8
 RING_BITS = 20
 VARIANCES = (Fraction(1), Fraction(10), Fraction(100))
+DGAUSS_VARIANCES = (Fraction(1), Fraction(100), Fraction(10**6))
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -61,6 +64,10 @@ def run(d: int, reps: int) -> dict[str, object]:
         cases[f"add_noise_var{v}"] = lambda v=v: noise.add_noise(acc, nseed, v, RING_BITS)
         lam = float(v) / 2
         cases[f"numpy_skellam_var{v}"] = lambda lam=lam: gen.poisson(lam, d) - gen.poisson(lam, d)
+    for v in DGAUSS_VARIANCES:
+        cases[f"add_dgauss_var{v}"] = lambda v=v: noise.add_dgauss_noise(acc, nseed, v, RING_BITS)
+        sd = float(v) ** 0.5
+        cases[f"numpy_rounded_gauss_var{v}"] = lambda sd=sd: np.rint(gen.normal(0.0, sd, d))
     times: dict[str, list[float]] = {k: [] for k in cases}
     names = list(cases)
     for rep in range(reps):
@@ -76,6 +83,11 @@ def run(d: int, reps: int) -> dict[str, object]:
         figures[f"skellam_samples_per_s_var{v}"] = d / ours
         figures[f"noise_over_quantize_var{v}"] = ours / med["quantize"]
         ratios[f"numpy_skellam_var{v}"] = med[f"numpy_skellam_var{v}"] / ours
+    for v in DGAUSS_VARIANCES:
+        ours = med[f"add_dgauss_var{v}"]
+        figures[f"dgauss_samples_per_s_var{v}"] = d / ours
+        figures[f"dgauss_over_quantize_var{v}"] = ours / med["quantize"]
+        ratios[f"numpy_rounded_gauss_var{v}"] = med[f"numpy_rounded_gauss_var{v}"] / ours
     return {
         "area": "dp",
         "machine": machine_info(reps=reps, d=d, bits=BITS, ring_bits=RING_BITS),

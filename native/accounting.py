@@ -6,8 +6,9 @@ order a > 1 is
 
 - Skellam, total variance mu (Agarwal, Kairouz, Liu 2021, Corollary 3.6):
   eps(a) = a D2^2 / (2 mu) + min(((2a - 1) D2^2 + 6 D1) / (4 mu^2), 3 D1 / (2 mu));
-- distributed discrete Gaussian, s shares of variance v each (Kairouz, Liu, Steinke 2021,
-  Theorem 1 with Proposition 14), sigma^2 = s v, tau = 10 sum_{k=1}^{s-1} exp(-2 pi^2 v k/(k+1)):
+- distributed discrete Gaussian, s shares of variance v each (Kairouz, Liu, Steinke 2021: the
+  RDP bound for sums of discrete Gaussians, in its three-term form with L1), sigma^2 = s v,
+  tau = 10 sum_{k=1}^{s-1} exp(-2 pi^2 v k/(k+1)):
   eps(a) = min(a D2^2/(2 sigma^2) + tau d, a/2 (D2^2/sigma^2 + 2 D1 tau/sigma + tau^2 d),
   a/2 (D2/sigma + tau sqrt(d))^2); the bound uses s = threshold for sigma and s =
   max_participants for tau, so it holds for every number of survivors in between.

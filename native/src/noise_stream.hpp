@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 
 #include "fedgate/chacha20.hpp"
@@ -30,11 +31,15 @@ class WordStream {
         std::uint8_t bytes[kBlocks * kChachaBlockBytes];
         chacha20_blocks(key_, static_cast<std::uint32_t>(counter_), kBlocks, bytes);
         counter_ += kBlocks;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        std::memcpy(buf_, bytes, sizeof(bytes));
+#else
         for (std::size_t i = 0; i < kWords; ++i) {
             std::uint64_t w = 0;
             for (int b = 7; b >= 0; --b) w = (w << 8) | bytes[8 * i + static_cast<std::size_t>(b)];
-            buf_[i] = w;  // little-endian on every host
+            buf_[i] = w;  // the words are little-endian on every host
         }
+#endif
         pos_ = 0;
     }
 
