@@ -42,13 +42,23 @@ template <typename T>
 void quantize_scalar(const float* x, const std::uint16_t* h, std::size_t n,
                      const detail::QuantConsts& consts, T* out, const detail::QuantOut& o) {
     const detail::QuantConsts c = consts;  // a local copy: stores to out may alias the reference
+    // Branch-free first pass (h < g is a coin flip, a branch on it would mispredict half the
+    // time); the rare ties are looked up again in a second pass only when there are any.
+    bool nonfinite = false, any_tie = false;
     for (std::size_t i = 0; i < n; ++i) {
         const double xd = x[i];
-        if (!std::isfinite(xd)) *o.bad = true;
+        nonfinite |= !std::isfinite(xd);
         const Level l = level_of(xd, c);
         const std::uint32_t hi = h[i];
-        out[i] = static_cast<T>(l.f + (hi < l.g ? 1u : 0u));
-        if (hi == l.g) o.ties[(*o.n_ties)++] = static_cast<std::uint32_t>(i);
+        out[i] = static_cast<T>(l.f + static_cast<std::uint32_t>(hi < l.g));
+        any_tie |= hi == l.g;
+    }
+    if (nonfinite) *o.bad = true;
+    if (!any_tie) return;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (h[i] == level_of(static_cast<double>(x[i]), c).g) {
+            o.ties[(*o.n_ties)++] = static_cast<std::uint32_t>(i);
+        }
     }
 }
 
