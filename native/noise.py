@@ -59,40 +59,37 @@ DGAUSS_MAX_DENOMINATOR = 2**12
 DGAUSS_MAX_VARIANCE = Fraction(2**32)
 
 
-def check_variance(
-    value: object,
-    name: str = "variance",
-    maximum: Fraction = MAX_VARIANCE,
-    max_denominator: int = 2 * MAX_DENOMINATOR,
-) -> Fraction:
-    """A Skellam variance as an exact rational in [0, maximum] (default: the sampler's limit).
-
-    Accepts int, ``Fraction`` and floats that are exactly a rational whose half has a denominator
-    <= 2**24; never rounds (a float such as 0.1 is refused: pass ``Fraction(1, 10)``).
-    """
+def _exact_rational(value: object, name: str) -> Fraction:
+    """int, Fraction or a finite float, as the exact rational it denotes (never rounded)."""
     if isinstance(value, bool | np.bool_):
         raise InputTypeError(f"{name} must be a number, got a bool")
-    if isinstance(value, int | np.integer | Rational):
-        exact = Fraction(int(value)) if isinstance(value, int | np.integer) else Fraction(value)
-    elif isinstance(value, float | np.floating):
+    if isinstance(value, int | np.integer):
+        return Fraction(int(value))
+    if isinstance(value, Rational):
+        return Fraction(value)
+    if isinstance(value, float | np.floating):
         if not math.isfinite(float(value)):
             raise InputError(f"{name} must be finite, got {float(value)}")
-        exact = Fraction(float(value))
-    else:
-        raise InputTypeError(
-            f"{name} must be an int, Fraction or float, got {type(value).__name__}"
-        )
+        return Fraction(float(value))
+    raise InputTypeError(f"{name} must be an int, Fraction or float, got {type(value).__name__}")
+
+
+def check_variance(
+    value: object, name: str = "variance", maximum: Fraction = MAX_VARIANCE
+) -> Fraction:
+    """A Skellam variance mu as an exact rational in [0, maximum] (default: the sampler's limit).
+
+    Accepts int, ``Fraction`` and floats that are exactly a rational whose half (the Poisson mean
+    of each side) has a denominator <= 2**24; never rounds (0.1 is refused: pass Fraction(1, 10)).
+    """
+    exact = _exact_rational(value, name)
     if exact < 0:
         raise InputError(f"{name} must be >= 0, got {exact}")
     if exact > maximum:
         raise InputError(f"{name} = {float(exact):.6g} exceeds the limit {maximum}")
-    # Skellam halves the variance per Poisson side; the limit applies to that half.
-    half_ok = (exact / 2).denominator <= max_denominator // 2
-    if exact.denominator > max_denominator or (
-        max_denominator == 2 * MAX_DENOMINATOR and not half_ok
-    ):
+    if (exact / 2).denominator > MAX_DENOMINATOR:
         raise InputError(
-            f"{name} = {value!r} is not a rational with denominator <= {max_denominator}; "
+            f"{name} = {value!r}: half of it needs a denominator <= {MAX_DENOMINATOR}; "
             "pass a fractions.Fraction"
         )
     return exact
@@ -142,9 +139,14 @@ def centered(total: np.ndarray[Any, Any], offset: int, bits: int) -> np.ndarray[
 
 def check_dgauss_variance(value: object, name: str = "variance") -> Fraction:
     """A discrete Gaussian variance: exact rational in (0, 2**32], denominator <= 2**12."""
-    exact = check_variance(value, name, DGAUSS_MAX_VARIANCE, DGAUSS_MAX_DENOMINATOR)
-    if exact == 0:
-        raise InputError(f"{name} must be > 0")
+    exact = _exact_rational(value, name)
+    if not 0 < exact <= DGAUSS_MAX_VARIANCE:
+        raise InputError(f"{name} must be in (0, {DGAUSS_MAX_VARIANCE}], got {float(exact):.6g}")
+    if exact.denominator > DGAUSS_MAX_DENOMINATOR:
+        raise InputError(
+            f"{name} = {value!r} needs a denominator <= {DGAUSS_MAX_DENOMINATOR}; "
+            "pass a fractions.Fraction"
+        )
     return exact
 
 
