@@ -5,8 +5,9 @@ scaled and rounded onto the integer lattice: ``y = H D x / sqrt(d')`` with x zer
 next power of two d', D a diagonal of random signs and H the Walsh-Hadamard matrix. The rotation
 is orthonormal (norms are kept) and spreads a spiky update over all coordinates, so clipping each
 coordinate to [-clip, clip] in the quantizer, and the modular wrap of the ring, almost never bite.
-The signs come from the ChaCha20 keystream of a seed that all gateways and the aggregator share
-for the round (it hides nothing; it only has to be independent of the data).
+The signs come from the ChaCha20 keystream (nonce ``FedgateRotat``) of a seed that all gateways
+and the aggregator share for the round (it hides nothing; it only has to be independent of the
+data). It must never be a noise seed, which stays secret to its gateway.
 
 Conditional rounding keeps the L2 sensitivity of the *integer* vector bounded: the stochastic
 rounding of ``native.quant.quantize`` is repeated with fresh seeds until the centered levels have

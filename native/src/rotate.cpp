@@ -10,6 +10,11 @@
 #include "fedgate/noise.hpp"
 
 namespace fedgate {
+namespace {
+// Not the noise nonce: the rotation seed is public within a round, and a noise seed reused as a
+// rotation seed by mistake must still give an unrelated stream.
+constexpr std::uint8_t kRotationNonce[12] = {'F', 'e', 'd', 'g', 'a', 't', 'e', 'R', 'o', 't', 'a', 't'};
+}  // namespace
 
 void fwht(float* x, std::size_t n) {
     if (n == 0 || (n & (n - 1)) != 0) throw std::invalid_argument("fwht: length must be a power of two");
@@ -30,7 +35,7 @@ void fwht(float* x, std::size_t n) {
 }
 
 void flip_signs(const std::uint8_t seed[32], float* x, std::size_t n) {
-    const ChachaKey key = chacha20_setup(seed, kNoiseNonce);
+    const ChachaKey key = chacha20_setup(seed, kRotationNonce);
     constexpr std::size_t kChunkBytes = 1024;  // 8192 signs per chunk
     std::uint8_t bits[kChunkBytes];
     chacha20_check_range(0, (n + 7) / 8);

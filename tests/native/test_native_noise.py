@@ -325,6 +325,35 @@ def test_rotation_is_orthonormal_and_invertible(n: int) -> None:
     assert np.allclose(back, x, atol=1e-5 * max(1.0, float(np.abs(x).max())))
 
 
+def test_rotation_signs_follow_the_documented_stream() -> None:
+    # Bit i % 8 of byte i / 8 of the keystream (nonce FedgateRotat) flips coordinate i; 20 001
+    # coordinates cross the kernel's 8192-sign chunks.
+    seed, n = _seed("signs"), 20_001
+    stream = np.frombuffer(
+        mask.chacha20_keystream(seed, b"FedgateRotat", 0, (n + 7) // 8), np.uint8
+    )
+    bits = (stream[np.arange(n) // 8] >> (np.arange(n) % 8)) & 1
+    y = np.ones(n, np.float32)
+    _core.flip_signs(seed, y)
+    assert np.array_equal(y, np.where(bits == 1, -1.0, 1.0).astype(np.float32))
+    # and rotate() is exactly the normalized Walsh-Hadamard transform of the signed, padded x
+    x = np.random.default_rng(5).standard_normal(8).astype(np.float64)
+    signs = np.where(
+        (
+            np.frombuffer(mask.chacha20_keystream(seed, b"FedgateRotat", 0, 1), np.uint8)[0]
+            >> np.arange(8)
+        )
+        & 1,
+        -1.0,
+        1.0,
+    )
+    h = np.array([[1.0]])
+    for _ in range(3):
+        h = np.block([[h, h], [h, -h]])
+    expected = h @ (signs * x) / np.sqrt(8)
+    assert np.allclose(rotation.rotate(x.astype(np.float32), seed), expected, atol=1e-5)
+
+
 def test_rotation_spreads_a_spike() -> None:
     x = np.zeros(4096, np.float32)
     x[17] = 64.0

@@ -52,7 +52,8 @@ void dgauss_add(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t de
 // x <- H x / sqrt(n). Orthonormal and its own inverse.
 void fwht(float* x, std::size_t n);
 
-// Rademacher signs from the keystream of seed: x[i] <- -x[i] where bit i of the stream is 1.
+// Rademacher signs from the keystream of seed (nonce "FedgateRotat", counter 0):
+// x[i] <- -x[i] where bit i % 8 of stream byte i / 8 is 1.
 void flip_signs(const std::uint8_t seed[32], float* x, std::size_t n);
 
 }  // namespace fedgate
