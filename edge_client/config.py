@@ -55,6 +55,10 @@ class PolicySection:
     min_quant_bits: int = 2
     max_quant_bits: int = 24
     max_clip: float = 100.0
+    # Differential privacy floor: > 0 refuses every round whose summed noise is below this many
+    # times its L2 sensitivity (and every round without noise); 0 accepts rounds without DP.
+    min_noise_multiplier: float = 0.0
+    min_dp_threshold: int = 2
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,8 @@ def _validate(cfg: GatewayConfig) -> None:
         (1 <= p.min_quant_bits <= p.max_quant_bits <= 24, "policy: need 1 <= min_quant_bits <= "
          "max_quant_bits <= 24"),
         (p.max_clip > 0, "policy.max_clip must be > 0"),
+        (0 <= p.min_noise_multiplier <= 1000, "policy.min_noise_multiplier must be in [0, 1000]"),
+        (p.min_dp_threshold >= 1, "policy.min_dp_threshold must be >= 1"),
         (e.min_new_samples >= 0, "eligibility.min_new_samples must be >= 0"),
         (0 <= e.min_battery_pct <= 100, "eligibility.min_battery_pct must be 0..100"),
         (e.max_load_per_cpu > 0, "eligibility.max_load_per_cpu must be > 0"),
