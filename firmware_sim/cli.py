@@ -25,7 +25,8 @@ def _sim(args: argparse.Namespace) -> int:
                     seed=args.seed, quant_bits=args.quant_bits, secagg=args.secagg,
                     neighbours=args.neighbours, clip=args.clip, epochs=args.epochs, lr=args.lr,
                     mu=args.mu, strategy=args.strategy, server_lr=args.server_lr,
-                    dp_noise_multiplier=args.dp_noise_multiplier, dp_l2_clip=args.dp_l2_clip,
+                    weighting=args.weighting, dp_noise_multiplier=args.dp_noise_multiplier,
+                    dp_l2_clip=args.dp_l2_clip,
                     dp_sampling_rate=args.dp_sampling_rate, dp_delta=args.dp_delta,
                     dp_epsilon_budget=args.dp_epsilon_budget)
     try:
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--mu", type=float, default=0.0, help="FedProx mu (0 = FedAvg)")
     sim.add_argument("--strategy", choices=["fedavg", "fedadam", "fedyogi"], default="fedavg")
     sim.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
+    sim.add_argument("--weighting", choices=["equal", "samples"], default="equal",
+                     help="gateway weights in the average: equal, or by training samples")
     sim.add_argument("--dp-noise-multiplier", type=float,
                      help="distributed DP: summed noise / L2 sensitivity (default: no DP)")
     sim.add_argument("--dp-l2-clip", type=float, default=1.0, help="DP: L2 clip of an update")

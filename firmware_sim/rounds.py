@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Gateways weighted by their training beats: a 30-minute record holds at most about 3,000.
+SAMPLE_WEIGHT_CAP = 4095
+
+
 class TimedServer(SecAggServer):
     """The server core, with the CPU time spent inside it accumulated (for the report)."""
 
@@ -87,6 +91,8 @@ class RoundDriver:
                                   state.metrics)
         n = len(self.gateways)
         self.secagg: dict[str, Any] = {"quant_bits": cfg.quant_bits, "clip": cfg.clip}
+        if cfg.weighting == "samples":
+            self.secagg["max_weight"] = SAMPLE_WEIGHT_CAP
         if cfg.secagg == "plus":
             self.secagg["degree"] = plus_degree(n, cfg.neighbours)
         self.orch = Orchestrator(self.runner, self.db, self.registry, "ecg",

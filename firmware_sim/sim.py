@@ -64,6 +64,7 @@ class SimConfig:
     stage_timeout_s: float = 60.0
     strategy: Literal["fedavg", "fedadam", "fedyogi"] = "fedavg"
     server_lr: float = 1.0
+    weighting: Literal["equal", "samples"] = "equal"
     # Distributed DP (None: off); the gateways' floor is set to the same noise multiplier.
     dp_noise_multiplier: float | None = None
     dp_l2_clip: float = 1.0
@@ -99,6 +100,10 @@ class SimConfig:
         if self.strategy not in ("fedavg", "fedadam", "fedyogi") or not 0 < self.server_lr <= 100:
             raise ConfigError("--strategy must be fedavg, fedadam or fedyogi, "
                               "and 0 < --server-lr <= 100")
+        if self.weighting not in ("equal", "samples"):
+            raise ConfigError("--weighting must be equal or samples")
+        if self.weighting == "samples" and self.dp_noise_multiplier is not None:
+            raise ConfigError("DP rounds are unweighted: --weighting samples needs no --dp-*")
         if self.secagg not in ("full", "plus"):
             raise ConfigError("--secagg must be full or plus")
         if self.neighbours is not None and (self.neighbours < 2 or self.neighbours % 2):
@@ -195,7 +200,7 @@ def gateway_config(index: int, workdir: Path, broker_url: str, agg: AggregatorSe
         # A recorded data set has no "new" samples; the sim's host is always eligible.
         "eligibility": {"min_new_samples": 0, "max_load_per_cpu": 1e6},
         "training": {"epochs": cfg.epochs, "lr": cfg.lr, "mu": cfg.mu, "batch_size": 64,
-                     "class_weights": list(cfg.class_weights)},
+                     "class_weights": list(cfg.class_weights), "weighting": cfg.weighting},
     }
 
 
