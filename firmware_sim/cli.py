@@ -25,6 +25,8 @@ def _sim(args: argparse.Namespace) -> int:
                     seed=args.seed, quant_bits=args.quant_bits, secagg=args.secagg,
                     neighbours=args.neighbours, clip=args.clip, epochs=args.epochs, lr=args.lr,
                     mu=args.mu, strategy=args.strategy, server_lr=args.server_lr,
+                    server_lr_decay=args.server_lr_decay,
+                    server_lr_decay_from=args.server_lr_decay_from,
                     weighting=args.weighting, dp_noise_multiplier=args.dp_noise_multiplier,
                     dp_l2_clip=args.dp_l2_clip,
                     dp_sampling_rate=args.dp_sampling_rate, dp_delta=args.dp_delta,
@@ -59,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--mu", type=float, default=0.0, help="FedProx mu (0 = FedAvg)")
     sim.add_argument("--strategy", choices=["fedavg", "fedadam", "fedyogi"], default="fedavg")
     sim.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
+    sim.add_argument("--server-lr-decay", type=float, default=1.0,
+                     help="multiply the server lr by this from --server-lr-decay-from on")
+    sim.add_argument("--server-lr-decay-from", type=int, default=0,
+                     help="first round of the decayed server lr (0 = never)")
     sim.add_argument("--weighting", choices=["equal", "samples"], default="equal",
                      help="gateway weights in the average: equal, or by training samples")
     sim.add_argument("--dp-noise-multiplier", type=float,

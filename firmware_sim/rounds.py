@@ -96,7 +96,9 @@ class RoundDriver:
         if cfg.secagg == "plus":
             self.secagg["degree"] = plus_degree(n, cfg.neighbours)
         self.orch = Orchestrator(self.runner, self.db, self.registry, "ecg",
-                                 StrategyConfig(cfg.strategy, server_lr=cfg.server_lr),
+                                 StrategyConfig(cfg.strategy, server_lr=cfg.server_lr,
+                                                decay=cfg.server_lr_decay,
+                                                decay_from_round=cfg.server_lr_decay_from),
                                  SelectionConfig(min_participants=min(3, n)), self.secagg,
                                  privacy=cfg.dp_config())
         spec = self.art.spec

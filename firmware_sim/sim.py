@@ -64,6 +64,8 @@ class SimConfig:
     stage_timeout_s: float = 60.0
     strategy: Literal["fedavg", "fedadam", "fedyogi"] = "fedavg"
     server_lr: float = 1.0
+    server_lr_decay: float = 1.0
+    server_lr_decay_from: int = 0
     weighting: Literal["equal", "samples"] = "equal"
     # Distributed DP (None: off); the gateways' floor is set to the same noise multiplier.
     dp_noise_multiplier: float | None = None
@@ -100,6 +102,8 @@ class SimConfig:
         if self.strategy not in ("fedavg", "fedadam", "fedyogi") or not 0 < self.server_lr <= 100:
             raise ConfigError("--strategy must be fedavg, fedadam or fedyogi, "
                               "and 0 < --server-lr <= 100")
+        if not 0 < self.server_lr_decay <= 1 or self.server_lr_decay_from < 0:
+            raise ConfigError("need 0 < --server-lr-decay <= 1 and --server-lr-decay-from >= 0")
         if self.weighting not in ("equal", "samples"):
             raise ConfigError("--weighting must be equal or samples")
         if self.weighting == "samples" and self.dp_noise_multiplier is not None:
