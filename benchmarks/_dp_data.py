@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from native.errors import ConfigError
+from native.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,28 @@ def losses(artifacts: Any, params: npt.NDArray[np.float32], parts: Sequence[Data
     return np.concatenate(out)
 
 
-def membership(member_losses: npt.NDArray[np.float64], nonmember_losses: npt.NDArray[np.float64]
-               ) -> dict[str, Any]:
-    """The loss attack (``aggregator.audit.membership.attack``) on per-beat losses."""
-    from aggregator.audit.membership import attack
+def membership(member_losses: npt.NDArray[np.float64], nonmember_losses: npt.NDArray[np.float64],
+               member_labels: npt.NDArray[np.int64], nonmember_labels: npt.NDArray[np.int64],
+               class_names: Sequence[str]) -> dict[str, Any]:
+    """The loss attack (``aggregator.audit.membership.attack``) on per-beat losses, and its AUC
+    within each class.
 
+    Members and non-members are different patients with different class mixes; a rare class has
+    a high loss under any model, so the pooled AUC moves with the mix alone. The per-class AUC
+    (the same score, members and non-members of one class only) takes the mix out.
+    """
+    from aggregator.audit.membership import attack, roc_auc
+
+    if member_labels.shape != member_losses.shape or (
+            nonmember_labels.shape != nonmember_losses.shape):
+        raise InputError("need one label per loss, for members and for non-members")
     res = attack(member_losses, nonmember_losses)
+    per_class = {}
+    for k, name in enumerate(class_names):
+        m, n = member_labels == k, nonmember_labels == k
+        if m.any() and n.any():
+            per_class[name] = roc_auc(-member_losses[m], -nonmember_losses[n])
     return {"auc": res["auc"], "tpr_at_fpr_1e-2": res["tpr_at_fpr"]["0.01"],
             "tpr_at_fpr_1e-3": res["tpr_at_fpr"]["0.001"], "members": res["members"],
-            "nonmembers": res["nonmembers"]}
+            "nonmembers": res["nonmembers"], "auc_per_class": per_class,
+            "auc_class_mean": float(np.mean(list(per_class.values()))) if per_class else None}

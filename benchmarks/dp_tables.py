@@ -64,6 +64,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "fleet": {"rounds": 30, "sampling_rate": 0.05, "epochs": 2, "lr": 3e-3, "mu": 0.0,
               "clip": 0.05, "l2_clip": 1.0},
 }
+# The fleet gets one more point, 0.5, to show where its utility starts to go.
+BUDGETS: dict[str, tuple[float | None, ...]] = {"mitdb": (None, 32.0, 8.0, 2.0),
+                                               "fleet": (None, 32.0, 8.0, 2.0, 0.5)}
 QUICK: dict[str, dict[str, Any]] = {"mitdb": {"rounds": 2},
                                     "fleet": {"rounds": 3, "sampling_rate": 0.25}}
 _SETUP_FLAGS = ("rounds", "sampling_rate", "epochs", "lr", "mu", "clip", "l2_clip")
@@ -74,7 +77,8 @@ class Options:
     """The validated command line."""
 
     scenarios: tuple[str, ...] = SCENARIOS
-    budgets: tuple[float | None, ...] = (None, 32.0, 8.0, 2.0)
+    # None: each scenario's own (BUDGETS); given, the same points for every scenario.
+    budgets: tuple[float | None, ...] | None = None
     out: Path = Path("dp-out")
     data_dir: Path = MITDB
     gateways: int = 1000
@@ -105,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="smoke run: 2-3 rounds, a 40-gateway fleet, budgets none,8")
     p.add_argument("--scenario", default="both", help="mitdb, fleet or both (default)")
     p.add_argument("--budgets", help="comma-separated epsilon targets, 'none' = no DP "
-                                     "(default none,32,8,2)")
+                                     "(mitdb none,32,8,2; fleet none,32,8,2,0.5)")
     p.add_argument("--rounds", help="rounds per point (mitdb 40, fleet 30)")
     p.add_argument("--sampling-rate", help="Poisson rate q (mitdb 1, fleet 0.05)")
     p.add_argument("--epochs", help="local epochs (2)")
@@ -161,14 +165,15 @@ def parse_options(argv: list[str] | None) -> Options:
     overrides = {k: _number(getattr(a, k), k.replace("_", "-"), *_RANGES[k])
                  for k in _SETUP_FLAGS if getattr(a, k) is not None}
     scenarios = SCENARIOS if a.scenario == "both" else (a.scenario,)
-    given = {"budgets": "none,8" if a.quick else "none,32,8,2", "gateways": "1000",
-             "holdout_patients": "100", "seconds": "180"}
+    given = {"gateways": "1000", "holdout_patients": "100", "seconds": "180"}
     if a.quick:
         given.update(gateways="40", holdout_patients="4", seconds="60")
     # "is None", not "or": an empty --budgets "" is garbage, not a request for the defaults.
     given.update({k: getattr(a, k) for k in given if getattr(a, k) is not None})
+    budgets = a.budgets if a.budgets is not None else "none,8" if a.quick else None
     opts = Options(
-        scenarios=scenarios, budgets=_budgets(given["budgets"]), out=Path(a.out),
+        scenarios=scenarios, out=Path(a.out),
+        budgets=None if budgets is None else _budgets(budgets),
         gateways=_number(given["gateways"], "gateways", 4, 100_000, True),
         holdout_patients=_number(given["holdout_patients"], "holdout-patients", 1, 10_000, True),
         seconds=_number(given["seconds"], "seconds", 30, 3600),
@@ -224,9 +229,12 @@ def run_point(scn: Scenario, art: Any, init: F32, local: LocalSetup, setup: Poin
     members = sorted(run.members)
     scores = gateway_losses(art, run.params, scn, members)
     held = losses(art, run.params, [scn.holdout])
-    mia = membership(np.concatenate([scores[p] for p in members]), held)
+    member_labels = np.concatenate([scn.gateways[p][1] for p in members])
+    classes = art.spec.class_names
+    mia = membership(np.concatenate([scores[p] for p in members]), held, member_labels,
+                     scn.holdout[1], classes)
     base = membership(np.concatenate([control["members"][p] for p in members]),
-                      control["holdout"])
+                      control["holdout"], member_labels, scn.holdout[1], classes)
     ledger_eps = None if run.ledger is None else run.ledger.epsilon()
     return {
         "epsilon_target": budget, "noise_multiplier": z,
@@ -238,7 +246,8 @@ def run_point(scn: Scenario, art: Any, init: F32, local: LocalSetup, setup: Poin
         "members": len(members), "exact_rounds": sum(r.exact for r in released),
         "update_norm_median": statistics.median(r.update_norm_median for r in released),
         "eval": evaluation(art, run.params, scn.holdout), "mia": mia,
-        "mia_initial_model_auc": base["auc"], "train_s": round(train_s, 1),
+        "mia_initial_model_auc": base["auc"],
+        "mia_initial_model_auc_class_mean": base["auc_class_mean"], "train_s": round(train_s, 1),
         "round_s_median": round(train_s / max(1, len(records)), 3),
         "wall_s": round(time.monotonic() - started, 1),
     }
@@ -257,7 +266,8 @@ def run_scenario(name: str, opts: Options) -> dict[str, Any]:
     control = {"members": gateway_losses(art, init, scn, sorted(scn.gateways)),
                "holdout": losses(art, init, [scn.holdout])}
     initial = evaluation(art, init, scn.holdout)
-    points = [run_point(scn, art, init, local, setup, b, control) for b in opts.budgets]
+    budgets = BUDGETS[name] if opts.budgets is None else opts.budgets
+    points = [run_point(scn, art, init, local, setup, b, control) for b in budgets]
     return {"gateways": len(scn.gateways), "gateway_names": sorted(scn.names.values())
             if name == "mitdb" else None, "beats": scn.beats(),
             "holdout_beats": int(scn.holdout[1].size), "local": asdict(local),
@@ -275,8 +285,9 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 def markdown(name: str, table: dict[str, Any]) -> str:
     """The table of one scenario as docs/privacy.md shows it."""
     head = ("| epsilon target | z | rounds | q | epsilon (ledger) | macro-F1 | Se N | Se S | Se V "
-            "| Se F | accuracy | MIA AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | AUC, initial model |")
-    lines = [f"**{name}**", "", head, "|" + "---|" * 15]
+            "| Se F | accuracy | MIA AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | per-class AUC "
+            "| AUC, initial model | per-class AUC, initial |")
+    lines = [f"**{name}**", "", head, "|" + "---|" * 17]
     for p in table["points"]:
         ev, mia, se = p["eval"], p["mia"], p["eval"]["sensitivity"]
         lines.append("| " + " | ".join([
@@ -285,11 +296,12 @@ def markdown(name: str, table: dict[str, Any]) -> str:
             _fmt(p["epsilon"], ".2f"), _fmt(ev["macro_f1"]),
             *(_fmt(se.get(c)) for c in CLASSES), _fmt(ev["accuracy"]), _fmt(mia["auc"]),
             _fmt(mia["tpr_at_fpr_1e-2"]), _fmt(mia["tpr_at_fpr_1e-3"]),
-            _fmt(p["mia_initial_model_auc"])]) + " |")
+            _fmt(mia["auc_class_mean"]), _fmt(p["mia_initial_model_auc"]),
+            _fmt(p["mia_initial_model_auc_class_mean"])]) + " |")
     ev, se = table["initial_model"], table["initial_model"]["sensitivity"]
     lines.append("| initial model (untrained) | — | 0 | — | — | " + " | ".join([
         _fmt(ev["macro_f1"]), *(_fmt(se.get(c)) for c in CLASSES), _fmt(ev["accuracy"])])
-        + " | — | — | — | — |")
+        + " | — | — | — | — | — | — |")
     return "\n".join(lines) + "\n"
 
 

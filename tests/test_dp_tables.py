@@ -161,6 +161,22 @@ def test_fleet_cache_is_reused_and_a_corrupt_entry_is_rebuilt(tmp_path: Path) ->
     assert not list(tmp_path.glob("*.sqlite")) and not list(tmp_path.glob("*.tmp*"))
 
 
+def test_per_class_auc_removes_the_class_mix() -> None:
+    """Members win within every class but sit mostly in the high-loss class: pooled AUC below
+    0.5, per-class AUC 1 (Simpson's paradox, the confound the per-class figure is for)."""
+    m_loss = np.array([0.1] * 2 + [5.0] * 8)
+    m_lab = np.array([0] * 2 + [1] * 8, dtype=np.int64)
+    n_loss = np.array([0.2] * 8 + [5.1] * 2)
+    n_lab = np.array([0] * 8 + [1] * 2, dtype=np.int64)
+    res = _dp_data.membership(m_loss, n_loss, m_lab, n_lab, ("N", "S", "V"))
+    assert res["auc"] < 0.5
+    assert res["auc_per_class"] == {"N": 1.0, "S": 1.0} and res["auc_class_mean"] == 1.0
+    with pytest.raises(InputError, match="label"):
+        _dp_data.membership(m_loss, n_loss, m_lab[:3], n_lab, ("N", "S"))
+    with pytest.raises(InputError):
+        _dp_data.membership(m_loss, n_loss[:0], m_lab, n_lab[:0], ("N", "S"))
+
+
 def test_mitdb_scenario_is_split_a(mitdb_dir: Path) -> None:
     scn = _dp_data.mitdb_scenario(mitdb_dir)
     assert len(scn.gateways) == 16 and set(scn.names.values()).isdisjoint(_dp_data.SPLIT_A)
@@ -181,6 +197,7 @@ def test_a_tiny_run_prints_one_json_object_and_writes_the_tables(
     assert all(p["exact_rounds"] == p["rounds"] == 1 for p in points)
     assert points[0]["epsilon"] is None and 0 < points[1]["epsilon"] <= 30.0
     assert 0 <= points[1]["mia"]["auc"] <= 1 and points[1]["mia"]["members"] > 0
+    assert set(points[1]["mia"]["auc_per_class"]) <= {"N", "S", "V", "F"}
     assert "| no DP |" in (tmp_path / "dp_tables_fleet.md").read_text()
     saved = json.loads((tmp_path / "dp_tables_fleet.json").read_text())
     assert saved["figures"] == doc["figures"]
@@ -214,7 +231,10 @@ def test_garbage_flags_exit_with_status_2_before_anything_runs(
 
 def test_defaults_and_quick_options() -> None:
     opts = dp_tables.parse_options(["--scenario", "fleet"])
-    assert opts.budgets == (None, 32.0, 8.0, 2.0) and opts.gateways == 1000
+    assert opts.budgets is None and opts.gateways == 1000
+    assert dp_tables.BUDGETS["mitdb"] == (None, 32.0, 8.0, 2.0)
+    given = dp_tables.parse_options(["--budgets", "None, 4", "--scenario", "fleet"])
+    assert given.budgets == (None, 4.0)
     local, point = opts.scenario_setup("mitdb")
     assert (point.rounds, point.sampling_rate, local.lr, local.mu) == (40, 1.0, 4e-3, 0.01)
     _, fleet = opts.scenario_setup("fleet")
