@@ -248,7 +248,7 @@ def run_point(scn: Scenario, art: Any, init: F32, local: LocalSetup, setup: Poin
         "eval": evaluation(art, run.params, scn.holdout), "mia": mia,
         "mia_initial_model_auc": base["auc"],
         "mia_initial_model_auc_class_mean": base["auc_class_mean"], "train_s": round(train_s, 1),
-        "round_s_median": round(train_s / max(1, len(records)), 3),
+        "round_s_mean": round(train_s / max(1, len(records)), 3),
         "wall_s": round(time.monotonic() - started, 1),
     }
 
@@ -315,10 +315,10 @@ def figures_of(tables: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dic
         base = next((p for p in table["points"] if p["epsilon_target"] is None), None)
         for p in table["points"]:
             tag = "no_dp" if p["epsilon_target"] is None else f"eps{p['epsilon_target']:g}"
-            figures[f"{name}_{tag}_round_s"] = p["round_s_median"]
+            figures[f"{name}_{tag}_round_s"] = p["round_s_mean"]
             if base is not None and p is not base:
                 ratios[f"{name}_{tag}_no_dp_round_over_dp_round"] = (
-                    base["round_s_median"] / p["round_s_median"])
+                    base["round_s_mean"] / p["round_s_mean"])
     return figures, ratios
 
 
