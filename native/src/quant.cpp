@@ -105,6 +105,16 @@ double check_clip(double clip) {
     return clip;
 }
 
+// 2 clip and scale = top / (2 clip) must be finite: an overflow turns v into Inf or NaN, whose
+// conversion to an integer is undefined (clip below about 1e-299 at 32 bits, or above 8.9e307).
+double check_scale(double top, double clip) {
+    const double scale = top / (2.0 * clip);
+    if (!(std::isfinite(2.0 * clip) && std::isfinite(scale))) {
+        throw std::invalid_argument("clip is out of range: (2^bits - 1) / (2 clip) overflows");
+    }
+    return scale;
+}
+
 }  // namespace
 
 double l2_norm(const float* x, std::size_t n) {
@@ -145,7 +155,7 @@ template <typename T>
 std::size_t quantize(const float* x, std::size_t n, double clip, unsigned bits,
                      const std::uint8_t seed[32], T* out) {
     const double top = static_cast<double>(ring_mask<T>(bits));
-    const detail::QuantConsts consts{check_clip(clip), top / (2.0 * clip), top};
+    const detail::QuantConsts consts{check_clip(clip), check_scale(top, clip), top};
     chacha20_check_range(kTieCounter, static_cast<std::uint64_t>(n) * 4);  // implies the main range
     const ChachaKey key = chacha20_setup(seed, kLibsodiumDrgNonce);
     alignas(64) std::uint16_t words[kChunk];

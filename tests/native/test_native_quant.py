@@ -189,6 +189,16 @@ def test_ties_are_settled_alike_at_every_simd_level() -> None:
     assert "scalar" in seen and cpu.simd_level() in seen
 
 
+def test_clips_whose_scale_overflows_are_refused() -> None:
+    # (2^bits - 1) / (2 clip) must be finite, or the levels would be NaN.
+    x = np.zeros(8, np.float32)
+    for clip, bits in [(1e-300, 32), (1e-300, 29), (1e308, 8), (8.99e307, 1)]:
+        with pytest.raises(InputError, match="out of range"):
+            quant.quantize(x, clip, bits, _seed("range"))
+    q = quant.quantize(x, 1e-300, 8, _seed("range"))  # a small clip alone is fine: v = 127.5
+    assert set(q.tolist()) <= {127, 128}
+
+
 @pytest.mark.parametrize(("bits", "ring_bits"), [(8, 16), (16, 16), (32, 32)])
 def test_natural_ties_match_the_definition(bits: int, ring_bits: int) -> None:
     # Random updates meet a tie about once in 2^16 elements: search a few seeds for some.
