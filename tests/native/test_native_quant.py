@@ -189,6 +189,53 @@ def test_ties_are_settled_alike_at_every_simd_level() -> None:
     assert "scalar" in seen and cpu.simd_level() in seen
 
 
+# (clip, bits, ring_bits) reaching each specialisation of the vector loops: clip a float32 or not,
+# clip outside [2^-60, 2^60] (no folded 2^16), min(v, top) needed (7e5 at 16 bits, 1e-20 at 17),
+# levels above 2^16 - 1 (wide lanes), uint16 and uint32 outputs.
+_PATH_CASES = [(1.0, 8, 16), (1.0, 8, 32), (1 / 3, 15, 16), (0.1, 16, 16), (7e5, 16, 32),
+               (2.5, 17, 32), (1e-20, 17, 32), (1e20, 8, 16), (0.3, 32, 32), (1e-20, 1, 1)]
+# Lengths around the 512-element batches of the fused keystream and the 4096-element chunks.
+_PATH_LENGTHS = [31, 511, 512, 545, 4641, 9000]
+_PATH_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from native import cpu, quant
+out = [cpu.simd_level()]
+for clip, bits, ring in eval(sys.argv[1]):
+    x = np.random.default_rng(bits).standard_normal(9000).astype(np.float32) * np.float32(clip)
+    x[::97] = np.float32(clip)
+    x[1::97] = -np.float32(clip)
+    for n in eval(sys.argv[2]):
+        q = quant.quantize(x[:n], clip, bits, b"p" * 32, ring_bits=ring)
+        out.append(hashlib.sha256(q.tobytes()).hexdigest())
+print(" ".join(out))
+"""
+
+
+def test_every_kernel_path_matches_the_definition_at_every_simd_level() -> None:
+    runs = {}
+    for level in ("scalar", "avx2", "avx512", "neon"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _PATH_SCRIPT, repr(_PATH_CASES), repr(_PATH_LENGTHS)],
+            env=dict(os.environ, FEDGATE_SIMD=level), capture_output=True, text=True, check=True,
+        )
+        got_level, *digests = proc.stdout.split()
+        runs[got_level] = digests
+    assert "scalar" in runs and cpu.simd_level() in runs
+    want = []
+    for clip, bits, ring in _PATH_CASES:
+        x = np.random.default_rng(bits).standard_normal(9000).astype(np.float32) * np.float32(clip)
+        x[::97] = np.float32(clip)
+        x[1::97] = -np.float32(clip)
+        for n in _PATH_LENGTHS:
+            q = quant.quantize(x[:n], clip, bits, b"p" * 32, ring_bits=ring)
+            ref, _ = _reference_quantize(x[:n], clip, bits, b"p" * 32)
+            np.testing.assert_array_equal(q.astype(np.uint64), ref, err_msg=f"{clip} {bits} {n}")
+            want.append(hashlib.sha256(q.tobytes()).hexdigest())
+    for level, digests in runs.items():
+        assert digests == want, level
+
+
 def test_clips_whose_scale_overflows_are_refused() -> None:
     # (2^bits - 1) / (2 clip) must be finite, or the levels would be NaN.
     x = np.zeros(8, np.float32)
