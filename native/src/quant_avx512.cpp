@@ -42,13 +42,14 @@ constexpr std::size_t kBatch = 512;  // elements per 16 ChaCha20 blocks (two byt
 constexpr std::size_t kAhead = 4 * kBatch;
 
 struct Consts16 {
-    __m512 lo32, hi32;
+    __m512 lo32, hi32, scale32;
     __m512d lo, hi, scale, top, two16, magic;
 };
 
 FG_AVX512 inline Consts16 consts16(const QuantConsts& c, bool fold) {
     const double s16 = fold ? 65536.0 : 1.0;
     return {_mm512_set1_ps(static_cast<float>(-c.clip)), _mm512_set1_ps(static_cast<float>(c.clip)),
+            _mm512_set1_ps(static_cast<float>(c.scale * 65536.0)),
             _mm512_set1_pd(-c.clip),         _mm512_set1_pd(c.clip),
             _mm512_set1_pd(c.scale * s16),   _mm512_set1_pd(c.top * s16),
             _mm512_set1_pd(65536.0),         _mm512_set1_pd(0x1p52 + 65535.0)};
@@ -113,14 +114,18 @@ inline void push_tie_bits(std::uint64_t mask, unsigned stride, std::size_t base,
 // test on their low words. `base` is the index of x[0] for the tie list.
 template <unsigned kF, typename T>
 FG_AVX512 void narrow_loop(const float* x, const std::uint16_t* h, std::size_t n, std::size_t base,
-                           const Consts16& k, T* out, const QuantOut& o, __m512* acc) {
+                           const Consts16& consts, T* out, const QuantOut& o, __m512* acc) {
+    // Locals, not the references: with -fno-strict-aliasing every store to out could change
+    // *acc and the constants, and the sum would make a round trip through memory each pass.
+    const Consts16 k = consts;
+    __m512 sum = *acc;
     const __m512i high_words = _mm512_setr_epi64(  // word 2j + 1 of s0 | s1, j = 0..31
         0x0007000500030001, 0x000f000d000b0009, 0x0017001500130011, 0x001f001d001b0019,
         0x0027002500230021, 0x002f002d002b0029, 0x0037003500330031, 0x003f003d003b0039);
     const __m512i ones = _mm512_set1_epi32(-1);
     for (std::size_t i = 0; i < n; i += 32) {
-        const __m512i s0 = sums16<kF>(x + i, h + i, k, acc);
-        const __m512i s1 = sums16<kF>(x + i + 16, h + i + 16, k, acc);
+        const __m512i s0 = sums16<kF>(x + i, h + i, k, &sum);
+        const __m512i s1 = sums16<kF>(x + i + 16, h + i + 16, k, &sum);
         if constexpr (sizeof(T) == 2) {
             _mm512_storeu_si512(out + i, _mm512_permutex2var_epi16(s0, high_words, s1));
         } else {
@@ -129,22 +134,80 @@ FG_AVX512 void narrow_loop(const float* x, const std::uint16_t* h, std::size_t n
         }
         const __mmask32 t0 = _mm512_mask_cmpeq_epi16_mask(0x55555555u, s0, ones);
         const __mmask32 t1 = _mm512_mask_cmpeq_epi16_mask(0x55555555u, s1, ones);
-        if (__builtin_expect((t0 | t1) != 0, 0)) {
+        if (__builtin_expect(!_kortestz_mask32_u8(t0, t1), 0)) {
             push_tie_bits(t0, 1, base + i, o);
             push_tie_bits(t1, 1, base + i + 16, o);
         }
     }
+    *acc = sum;
+}
+
+// Levels up to 255 with 2^-60 <= clip <= 2^60: F from float32 arithmetic first, the binary64
+// path only where that could differ. With K = fl32(clip) and S = fl32(scale * 2^16), the float32
+// value p = fl32(fl32(clamp(x, K) + K) * S) is within 4 of v * 2^16: the clamps differ by at most
+// |K - clip| <= 2^-24 clip, three float32 roundings add at most 3.0001 * 2^-24 (2 clip scale 2^16)
+// and the clamp bound 2 * 2^-24 clip scale 2^16, in all < 4.0002 * 2^-24 * top * 2^16 * (1 + 2^-52)
+// < 4 for top <= 255 (the binary64 roundings, the skipped min(v, top), underflow and the
+// subnormal cases add less than 2^-40). So |trunc(p) - F| <= 4, and u = trunc(p) + 65535 - h
+// differs from s by at most 4: where the low 16 bits of u lie in [8, 65526], u >> 16 = s >> 16
+// and s is no tie. Passes with any other lane (about 17 lanes in 2^16) are redone exactly.
+template <unsigned kF>
+FG_AVX512 inline __m512i approx16(const float* x, const std::uint16_t* h, const Consts16& k,
+                                  __m512* acc) {
+    const __m512 xf = _mm512_loadu_ps(x);
+    *acc = _mm512_add_ps(*acc, xf);
+    const __m512 c = _mm512_min_ps(_mm512_max_ps(xf, k.lo32), k.hi32);
+    const __m512i f = _mm512_cvttps_epi32(_mm512_mul_ps(_mm512_add_ps(c, k.hi32), k.scale32));
+    const __m256i h16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h));
+    const __m256i neg = _mm256_xor_si256(h16, _mm256_set1_epi32(-1));  // 65535 - h
+    return _mm512_add_epi32(f, _mm512_cvtepu16_epi32(neg));
+}
+
+FG_AVX512 inline __mmask32 unsure(__m512i u) {  // low 16 bits outside [8, 65526]
+    const __m512i w = _mm512_sub_epi32(u, _mm512_set1_epi32(8));
+    return _mm512_mask_cmpgt_epu16_mask(0x55555555u, w, _mm512_set1_epi32(65518));
+}
+
+template <unsigned kF, typename T>
+FG_AVX512 void float_loop(const float* x, const std::uint16_t* h, std::size_t n, std::size_t base,
+                          const Consts16& consts, T* out, const QuantOut& o, __m512* acc) {
+    const Consts16 k = consts;  // locals, as in narrow_loop
+    __m512 sum = *acc;
+    const __m512i high_words = _mm512_setr_epi64(  // word 2j + 1 of s0 | s1, j = 0..31
+        0x0007000500030001, 0x000f000d000b0009, 0x0017001500130011, 0x001f001d001b0019,
+        0x0027002500230021, 0x002f002d002b0029, 0x0037003500330031, 0x003f003d003b0039);
+    const __m512i ones = _mm512_set1_epi32(-1);
+    for (std::size_t i = 0; i < n; i += 32) {
+        __m512i s0 = approx16<kF>(x + i, h + i, k, &sum);
+        __m512i s1 = approx16<kF>(x + i + 16, h + i + 16, k, &sum);
+        if (__builtin_expect(!_kortestz_mask32_u8(unsure(s0), unsure(s1)), 0)) {
+            s0 = sums16<kF>(x + i, h + i, k, &sum);
+            s1 = sums16<kF>(x + i + 16, h + i + 16, k, &sum);
+            push_tie_bits(_mm512_mask_cmpeq_epi16_mask(0x55555555u, s0, ones), 1, base + i, o);
+            push_tie_bits(_mm512_mask_cmpeq_epi16_mask(0x55555555u, s1, ones), 1, base + i + 16, o);
+        }
+        if constexpr (sizeof(T) == 2) {
+            _mm512_storeu_si512(out + i, _mm512_permutex2var_epi16(s0, high_words, s1));
+        } else {
+            _mm512_storeu_si512(out + i, _mm512_srli_epi32(s0, 16));
+            _mm512_storeu_si512(out + i + 16, _mm512_srli_epi32(s1, 16));
+        }
+    }
+    *acc = sum;
 }
 
 // Levels above 2^16 - 1 (uint32 out): s = F + 65535 - h needs up to 49 bits, in uint64 lanes;
 // 16 elements per pass (n a multiple of 16).
 template <unsigned kF>
 FG_AVX512 void wide_loop(const float* x, const std::uint16_t* h, std::size_t n, std::size_t base,
-                         const Consts16& k, std::uint32_t* out, const QuantOut& o, __m512* acc) {
+                         const Consts16& consts, std::uint32_t* out, const QuantOut& o,
+                         __m512* acc) {
+    const Consts16 k = consts;  // locals, as in narrow_loop
+    __m512 sum = *acc;
     const __m512i ones = _mm512_set1_epi32(-1);
     for (std::size_t i = 0; i < n; i += 16) {
         __m512d d0, d1;
-        clamped16<kF>(x + i, k, acc, &d0, &d1);
+        clamped16<kF>(x + i, k, &sum, &d0, &d1);
         const __m512i s0 = _mm512_sub_epi64(biased_levels<kF>(d0, k), _mm512_cvtepu16_epi64(
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
         const __m512i s1 = _mm512_sub_epi64(biased_levels<kF>(d1, k), _mm512_cvtepu16_epi64(
@@ -153,18 +216,24 @@ FG_AVX512 void wide_loop(const float* x, const std::uint16_t* h, std::size_t n, 
         _mm512_storeu_si512(out + i, _mm512_permutex2var_epi32(q0, low_dwords(), q1));
         const __mmask32 t0 = _mm512_mask_cmpeq_epi16_mask(0x11111111u, s0, ones);
         const __mmask32 t1 = _mm512_mask_cmpeq_epi16_mask(0x11111111u, s1, ones);
-        if (__builtin_expect((t0 | t1) != 0, 0)) {
+        if (__builtin_expect(!_kortestz_mask32_u8(t0, t1), 0)) {
             push_tie_bits(t0, 2, base + i, o);
             push_tie_bits(t1, 2, base + i + 8, o);
         }
     }
+    *acc = sum;
 }
+
+enum class Loop { narrow, wide, approx };
 
 template <unsigned kF, typename T>
 FG_AVX512 void levels(const float* x, const std::uint16_t* h, std::size_t n, std::size_t base,
-                      const Consts16& k, bool wide, T* out, const QuantOut& o, __m512* acc) {
+                      const Consts16& k, Loop loop, T* out, const QuantOut& o, __m512* acc) {
     if constexpr (sizeof(T) == 4) {
-        if (wide) return wide_loop<kF>(x, h, n, base, k, out, o, acc);
+        if (loop == Loop::wide) return wide_loop<kF>(x, h, n, base, k, out, o, acc);
+    }
+    if constexpr ((kF & kFold) != 0) {
+        if (loop == Loop::approx) return float_loop<kF>(x, h, n, base, k, out, o, acc);
     }
     narrow_loop<kF>(x, h, n, base, k, out, o, acc);
 }
@@ -176,7 +245,7 @@ FG_AVX512 void levels(const float* x, const std::uint16_t* h, std::size_t n, std
 template <unsigned kF, typename T>
 FG_AVX512 std::size_t fused(const float* x, std::size_t n, std::size_t extent,
                             const ChachaKey& key, std::uint32_t counter, const Consts16& k,
-                            bool wide, T* out, const QuantOut& o, __m512* acc) {
+                            Loop loop, T* out, const QuantOut& o, __m512* acc) {
     const avx512::State16 state = avx512::state16(key);
     alignas(64) std::uint16_t h[kBatch];
     std::size_t i = 0;
@@ -194,7 +263,7 @@ FG_AVX512 std::size_t fused(const float* x, std::size_t n, std::size_t extent,
         };
         avx512::blocks16(state, counter + static_cast<std::uint32_t>(i / 32),
                          reinterpret_cast<std::uint8_t*>(h), prefetch);
-        levels<kF>(x + i, h, kBatch, i, k, wide, out + i, o, acc);
+        levels<kF>(x + i, h, kBatch, i, k, loop, out + i, o, acc);
     }
     return i;
 }
@@ -217,14 +286,17 @@ template <unsigned kF, typename T>
 FG_AVX512 std::size_t variant(const float* x, std::size_t n, const Draws& d, const QuantConsts& c,
                               T* out, const QuantOut& o) {
     const Consts16 k = consts16(c, (kF & kFold) != 0);
-    const bool wide = c.top > 65535.0;
+    // The float32 first pass needs the clip range of kFold (see approx16).
+    const Loop loop = c.top > 65535.0                       ? Loop::wide
+                      : c.top <= 255.0 && (kF & kFold) != 0 ? Loop::approx
+                                                            : Loop::narrow;
     __m512 acc = _mm512_setzero_ps();
     std::size_t done;
     if (d.key != nullptr) {
-        done = fused<kF>(x, n, d.extent, *d.key, d.counter, k, wide, out, o, &acc);
+        done = fused<kF>(x, n, d.extent, *d.key, d.counter, k, loop, out, o, &acc);
     } else {
         done = n & ~std::size_t{31};
-        levels<kF>(x, d.h, done, 0, k, wide, out, o, &acc);
+        levels<kF>(x, d.h, done, 0, k, loop, out, o, &acc);
     }
     if (any_nonfinite(acc)) *o.bad = true;
     return done;

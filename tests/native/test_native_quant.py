@@ -236,6 +236,47 @@ def test_every_kernel_path_matches_the_definition_at_every_simd_level() -> None:
         assert digests == want, level
 
 
+def _float32_first_pass(x: np.ndarray[Any, Any], clip: float, bits: int) -> np.ndarray[Any, Any]:
+    """trunc(fl32(fl32(clamp(x, K) + K) * S)), the estimate of floor(v * 2^16) of the AVX-512 loop."""
+    k, s = np.float32(clip), np.float32(((1 << bits) - 1) / (2.0 * clip) * 65536.0)
+    p = (np.minimum(np.maximum(x, -k), k) + k) * s
+    assert p.dtype == np.float32
+    return np.trunc(p.astype(np.float64))
+
+
+@pytest.mark.parametrize(("clip", "bits"), [(1.0, 8), (0.1, 8), (1 / 3, 5), (2.5, 1)])
+def test_levels_next_to_a_draw_are_exact(clip: float, bits: int) -> None:
+    # Up to 255 levels the AVX-512 loop computes F = floor(v * 2^16) in float32 first (within 4 of
+    # the binary64 value) and redoes a pass in binary64 when u = F + 65535 - h has low 16 bits
+    # within 8 of a carry. Put every element within 20 of one, F = h - 1 + w (mod 2^16), and
+    # the values whose float32 estimate is furthest off on ties (F = h mod 2^16).
+    n = 1 << 16
+    seed = _seed("window", clip, bits)
+    h = mask.expand(seed, n, 16).astype(np.int64)
+    rng = np.random.default_rng(bits)
+    top = (1 << bits) - 1
+    target = rng.integers(0, top, n) * 65536 + (h - 1 + rng.integers(-20, 21, n)) % 65536
+    x = ((target + 0.5) / 65536.0 / (top / (2.0 * clip)) - clip).astype(np.float32)
+    pool = rng.uniform(-clip, clip, 1 << 18).astype(np.float32)
+    f, _, g = _levels(pool, clip, bits)
+    err = np.abs(_float32_first_pass(pool, clip, bits) - (f * 65536 + g))
+    worst = pool[err == err.max()][:200]
+    _, _, gw = _levels(worst, clip, bits)
+    at = {int(v): int(i) for i, v in enumerate(h)}  # an index of each draw value
+    placed = {at[int(gv)]: xv for gv, xv in zip(gw, worst, strict=True) if int(gv) in at}
+    x[list(placed)] = list(placed.values())
+    assert err.max() >= 1 and len(placed) >= 50
+    f, _, g = _levels(x, clip, bits)
+    low = (f * 65536 + g + 65535 - h).astype(np.int64) % 65536
+    assert np.count_nonzero((low < 8) | (low > 65526)) > n // 4  # redone in binary64
+    assert np.count_nonzero(((low >= 8) & (low < 20)) | ((low > 65514) & (low <= 65526))) > n // 4
+    want, ties = _reference_quantize(x, clip, bits, seed)
+    assert len(ties) >= len(placed)
+    for ring in (bits, 32):
+        got = quant.quantize(x, clip, bits, seed, ring_bits=ring)
+        np.testing.assert_array_equal(got.astype(np.uint64), want)
+
+
 def test_clips_whose_scale_overflows_are_refused() -> None:
     # (2^bits - 1) / (2 clip) must be finite, or the levels would be NaN.
     x = np.zeros(8, np.float32)
