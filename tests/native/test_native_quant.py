@@ -237,7 +237,7 @@ def test_every_kernel_path_matches_the_definition_at_every_simd_level() -> None:
 
 
 def _float32_first_pass(x: np.ndarray[Any, Any], clip: float, bits: int) -> np.ndarray[Any, Any]:
-    """trunc(fl32(fl32(clamp(x, K) + K) * S)), the estimate of floor(v * 2^16) of the AVX-512 loop."""
+    """trunc(fl32(fl32(clamp(x, K) + K) * S)): the AVX-512 loop's estimate of floor(v * 2^16)."""
     k, s = np.float32(clip), np.float32(((1 << bits) - 1) / (2.0 * clip) * 65536.0)
     p = (np.minimum(np.maximum(x, -k), k) + k) * s
     assert p.dtype == np.float32
