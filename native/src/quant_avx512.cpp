@@ -1,5 +1,6 @@
-// The AVX-512 quantize loop: docs/native.md's arithmetic on 8 doubles per operation, with the
-// ChaCha20 draws generated 16 blocks (512 elements) at a time and consumed while they are in L1.
+// The AVX-512 quantize loop: docs/native.md's arithmetic on 8 doubles per operation (up to 255
+// levels on 16 float32 first, see approx16), with the ChaCha20 draws generated 16 blocks (512
+// elements) at a time and consumed while they are in L1.
 // Ties (h == g) are only recorded here; the caller settles them with the scalar code.
 #include "fedgate/quant.hpp"
 
@@ -46,10 +47,16 @@ struct Consts16 {
     __m512d lo, hi, scale, top, two16, magic;
 };
 
-FG_AVX512 inline Consts16 consts16(const QuantConsts& c, bool fold) {
+// The float32 constants only where they are used: elsewhere clip or scale may lie outside the
+// float range, and converting such a double to float is undefined.
+template <unsigned kF>
+FG_AVX512 inline Consts16 consts16(const QuantConsts& c) {
+    constexpr bool fold = (kF & kFold) != 0, float_clip = (kF & kFloatClamp) != 0;
+    const float clip32 = float_clip || fold ? static_cast<float>(c.clip) : 0.0f;
+    const float scale32 = fold ? static_cast<float>(c.scale * 65536.0) : 0.0f;
     const double s16 = fold ? 65536.0 : 1.0;
-    return {_mm512_set1_ps(static_cast<float>(-c.clip)), _mm512_set1_ps(static_cast<float>(c.clip)),
-            _mm512_set1_ps(static_cast<float>(c.scale * 65536.0)),
+    return {_mm512_set1_ps(-clip32),         _mm512_set1_ps(clip32),
+            _mm512_set1_ps(scale32),
             _mm512_set1_pd(-c.clip),         _mm512_set1_pd(c.clip),
             _mm512_set1_pd(c.scale * s16),   _mm512_set1_pd(c.top * s16),
             _mm512_set1_pd(65536.0),         _mm512_set1_pd(0x1p52 + 65535.0)};
@@ -285,7 +292,7 @@ struct Draws {
 template <unsigned kF, typename T>
 FG_AVX512 std::size_t variant(const float* x, std::size_t n, const Draws& d, const QuantConsts& c,
                               T* out, const QuantOut& o) {
-    const Consts16 k = consts16(c, (kF & kFold) != 0);
+    const Consts16 k = consts16<kF>(c);
     // The float32 first pass needs the clip range of kFold (see approx16).
     const Loop loop = c.top > 65535.0                       ? Loop::wide
                       : c.top <= 255.0 && (kF & kFold) != 0 ? Loop::approx
