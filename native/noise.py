@@ -41,6 +41,7 @@ from native.errors import InputError, InputTypeError
 __all__ = [
     "DGAUSS_MAX_DENOMINATOR",
     "DGAUSS_MAX_VARIANCE",
+    "EXP_WIDTH_BOUND",
     "MAX_DENOMINATOR",
     "MAX_VARIANCE",
     "DgaussTable",
@@ -64,6 +65,8 @@ MAX_VARIANCE = Fraction(2**21)
 # Limits of the discrete Gaussian sampler on sigma^2 (noise.hpp).
 DGAUSS_MAX_DENOMINATOR = 2**12
 DGAUSS_MAX_VARIANCE = Fraction(2**32)
+# Width bound of the table sampler's exp(-g) intervals, in units of 2**-127 (dgauss_exp.cpp).
+EXP_WIDTH_BOUND = 144
 
 
 def _exact_rational(value: object, name: str) -> Fraction:
@@ -223,6 +226,17 @@ class DgaussTable:
     def slow_fraction(self) -> float:
         """Probability that a primary word leaves the fast path through the pool."""
         return self.pool_weight / 2**32
+
+    @property
+    def undecided_bound(self) -> float:
+        """Upper bound on the probability that one proposal raises instead of deciding.
+
+        The tail unit raises with 2**-132; an exact test is undecided only in a window of width
+        2 C Delta + 1 (units of 2**-128, Delta = 144 bounding the exp intervals) next to
+        tau(m, s), for each of the 2 J w pairs (m, s) (docs/privacy.md).
+        """
+        pairs = 2 * self.buckets * (1 << self.omega)
+        return (pairs * (2 * self.scale * EXP_WIDTH_BOUND + 1) + 2**28) / 2**160
 
 
 def dgauss_table(variance: object) -> DgaussTable:

@@ -121,7 +121,25 @@ def test_exp_bounds_contain_the_value(num: int, den: int) -> None:
     ctx = decimal.Context(prec=80)
     exact = ctx.multiply(ctx.exp(ctx.divide(-decimal.Decimal(num), den)), decimal.Decimal(2**127))
     assert lo <= exact <= hi
-    assert hi - lo <= 2**9  # about 2^-118: what the undecided probability of privacy.md assumes
+    assert hi - lo <= noise.EXP_WIDTH_BOUND  # what the undecided bound of privacy.md assumes
+
+
+def test_exp_bounds_stay_within_the_stated_width() -> None:
+    rng = np.random.default_rng(3)
+    widths = []
+    for _ in range(3000):
+        den = int(rng.integers(1, 2**45))
+        lo, hi = _core.dgauss_exp_bounds(int(rng.integers(0, 110 * den)), den)
+        widths.append(hi - lo)
+    assert max(widths) <= noise.EXP_WIDTH_BOUND
+
+
+def test_undecided_probability_is_negligible_for_every_variance() -> None:
+    # From 2^-12 to 2^32, integers and fractions: below 2^-115 per proposal everywhere.
+    grid = [Fraction(2**e) for e in range(-12, 33)] + [Fraction(10**e, 3) for e in range(0, 10)]
+    grid += [Fraction(2**e - 1, 4096) for e in range(13, 44, 3)]
+    worst = max(noise.dgauss_table(v).undecided_bound for v in grid)
+    assert 0 < worst < 2**-115
 
 
 def test_deterministic_and_prefix_stable_across_chunks() -> None:
