@@ -164,7 +164,7 @@ def sample_dgauss(seed: bytes, n: int, variance: object) -> np.ndarray[Any, Any]
     """n discrete Gaussian N_Z(0, variance) draws as int64, exact, deterministic given the seed.
 
     The table sampler of docs/privacy.md. It raises ``NativeError`` instead of returning a draw on
-    events of probability below 2**-117 per sample (a tail beyond the table, an acceptance test
+    events of probability below 2**-115 per sample (a tail beyond the table, an acceptance test
     not settled by 128 keystream bits).
     """
     seed = check_seed(seed)

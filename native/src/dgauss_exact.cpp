@@ -5,7 +5,7 @@
 // bucket interval for C phi(j w) and a four-term Taylor bracket of 1 - exp(-h) in 64-bit fixed
 // point; it settles all but about 2^-30 of the calls from the first 64 bits of v. Stage 2
 // evaluates exp(-m^2 / (2 sigma^2)) to about 2^-119 and compares all 128 bits. Undecided after
-// that, the test throws (see docs/privacy.md for the probability, below 2^-117 per sample).
+// that, the test throws (see docs/privacy.md for the probability, below 2^-115 per proposal).
 #include <stdexcept>
 
 #include "dgauss_plan.hpp"

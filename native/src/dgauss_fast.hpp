@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "dgauss_plan.hpp"
 
@@ -39,11 +40,11 @@ inline Kind decode_word(const FastConsts& k, std::uint32_t u, std::int32_t* x) {
     return Kind::out;
 }
 
-// Applies a sample to its destination: T = int32 stores it, uint16 / uint32 add it mod 2^bits
+// Applies a sample to its destination: T = int64 stores it, uint16 / uint32 add it mod 2^bits
 // (mask = 2^bits - 1; two's complement, so adding the 32-bit image of x adds x).
 template <typename T>
 inline void apply(T* dst, std::int32_t x, std::uint32_t mask) {
-    if constexpr (sizeof(T) == 4 && static_cast<T>(-1) < 0) {
+    if constexpr (std::is_signed_v<T>) {
         (void)mask;
         *dst = x;
     } else {

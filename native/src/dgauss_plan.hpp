@@ -47,7 +47,7 @@ std::shared_ptr<const Plan> get_plan(u64 num, u64 den);
 
 // The exact acceptance test: is k + (v + theta) / 2^128 < tau(m, s) for every theta in [0, 1)?
 // v = (v_hi, v_lo) are the next 128 keystream bits. stage 2 skips the cheap first stage (tests).
-// Throws std::runtime_error when neither answer can be proven (probability below 2^-117).
+// Throws std::runtime_error when neither answer can be proven (below 2^-115 per proposal).
 bool exact_test(const Plan& pl, u64 k, u64 m, unsigned s, u64 v_hi, u64 v_lo, bool force_stage2);
 
 // The slow path after a pool hit (pool) or a rejection, reading the given words instead of the

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
-#include <vector>
 
 #include "dgauss_fast.hpp"
 #include "dgauss_plan.hpp"
@@ -148,7 +147,7 @@ std::size_t decode(const FastConsts& k, const std::uint32_t* u, std::size_t n, T
     }
 }
 
-// Runs the sampler over n samples into dst (stored for T = int32, added mod mask + 1 otherwise).
+// Runs the sampler over n samples into dst (stored for T = int64, added mod mask + 1 otherwise).
 template <typename T>
 void run(const std::uint8_t seed[32], u64 num, u64 den, std::size_t n, T* dst, std::uint32_t mask) {
     if (n > kMaxSamples) throw std::length_error("discrete Gaussian: too many samples for one seed");
@@ -185,9 +184,7 @@ std::int32_t slow_path_words(const Plan& pl, bool pool, const std::uint32_t* wor
 
 void dgauss_sample(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, std::size_t n,
                    std::int64_t* out) {
-    std::vector<std::int32_t> xs(n);
-    dg::run(seed, num, den, n, xs.data(), 0);
-    std::copy(xs.begin(), xs.end(), out);
+    dg::run(seed, num, den, n, out, 0);
 }
 
 template <typename T>

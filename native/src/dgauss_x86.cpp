@@ -1,7 +1,8 @@
 // AVX2 (8 lanes) and AVX-512 (16 lanes) versions of decode_scalar (dgauss_fast.hpp): the same
-// integer operations per lane, one gather of the alias slot per word, and the sample stored or
-// added to the ring vector in the same pass (lanes left for the slow path add zero). Compiled with
-// per-function target attributes and called only after fedgate::simd_level() reported them.
+// integer operations per lane, one gather of the alias slot per word, and in the same pass the
+// sample added to the ring vector or widened and stored (lanes left for the slow path add zero).
+// Compiled with per-function target attributes and called only after fedgate::simd_level()
+// reported the instructions.
 #include "dgauss_fast.hpp"
 
 #if defined(__x86_64__)
@@ -118,8 +119,10 @@ FG_AVX2 std::size_t avx2_impl(const FastConsts& k, const std::uint32_t* u, std::
     for (; i + 8 <= n; i += 8) {
         __m256i ex;
         const __m256i x = lanes_avx2(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)), &ex);
-        if constexpr (sizeof(T) == 4 && static_cast<T>(-1) < 0) {
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), x);
+        if constexpr (std::is_signed_v<T>) {
+            auto* o = reinterpret_cast<__m256i*>(dst + i);
+            _mm256_storeu_si256(o, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(x)));
+            _mm256_storeu_si256(o + 1, _mm256_cvtepi32_epi64(_mm256_extracti128_si256(x, 1)));
         } else if constexpr (sizeof(T) == 4) {
             auto* a = reinterpret_cast<__m256i*>(dst + i);
             _mm256_storeu_si256(a, _mm256_and_si256(_mm256_add_epi32(_mm256_loadu_si256(a), x), vmask));
@@ -147,8 +150,9 @@ FG_AVX512 std::size_t avx512_impl(const FastConsts& k, const std::uint32_t* u, s
     for (; i + 16 <= n; i += 16) {
         __mmask16 ex = 0;
         const __m512i x = lanes_avx512(c, _mm512_loadu_si512(u + i), &ex);
-        if constexpr (sizeof(T) == 4 && static_cast<T>(-1) < 0) {
-            _mm512_storeu_si512(dst + i, x);
+        if constexpr (std::is_signed_v<T>) {
+            _mm512_storeu_si512(dst + i, _mm512_cvtepi32_epi64(_mm512_castsi512_si256(x)));
+            _mm512_storeu_si512(dst + i + 8, _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(x, 1)));
         } else if constexpr (sizeof(T) == 4) {
             const __m512i sum = _mm512_add_epi32(_mm512_loadu_si512(dst + i), x);
             _mm512_storeu_si512(dst + i, _mm512_and_si512(sum, vmask));
@@ -205,7 +209,7 @@ namespace fedgate::dg {
                                         std::uint32_t, std::uint32_t*);                            \
     template std::size_t decode_avx512<T>(const FastConsts&, const std::uint32_t*, std::size_t, T*, \
                                           std::uint32_t, std::uint32_t*);
-FG_INSTANTIATE(std::int32_t)
+FG_INSTANTIATE(std::int64_t)
 FG_INSTANTIATE(std::uint16_t)
 FG_INSTANTIATE(std::uint32_t)
 #undef FG_INSTANTIATE

@@ -39,7 +39,7 @@ constexpr std::uint64_t kDgaussMaxVariance = std::uint64_t{1} << 32;
 // over buckets of width ~ sigma / 256 (built once and cached), one 32-bit keystream word per sample
 // on the fast path, exact acceptance tests from rigorous bounds on the rest. Throws
 // std::invalid_argument on den == 0, den > kDgaussMaxDen, num == 0 or num / den >
-// kDgaussMaxVariance; std::runtime_error on the undecided events (below 2^-117 per sample).
+// kDgaussMaxVariance; std::runtime_error on the undecided events (below 2^-115 per proposal).
 void dgauss_sample(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, std::size_t n,
                    std::int64_t* out);
 
