@@ -188,14 +188,9 @@ def run(d: int, reps: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="d = 1e5, 3 repetitions")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 9)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     d, reps = (10**5, 3) if args.quick else (10**6, 9)
-    if args.reps is not None:
-        if args.reps < 1:
-            parser.error("--reps must be >= 1")
-        reps = args.reps
     print(json.dumps(run(d, reps)))
 
 
