@@ -66,7 +66,7 @@ MAX_VARIANCE = Fraction(2**21)
 DGAUSS_MAX_DENOMINATOR = 2**12
 DGAUSS_MAX_VARIANCE = Fraction(2**32)
 # Width bound of the table sampler's exp(-g) intervals, in units of 2**-127 (dgauss_exp.cpp).
-EXP_WIDTH_BOUND = 144
+EXP_WIDTH_BOUND = 150
 
 
 def _exact_rational(value: object, name: str) -> Fraction:
@@ -232,7 +232,7 @@ class DgaussTable:
         """Upper bound on the probability that one proposal raises instead of deciding.
 
         The tail unit raises with 2**-132; an exact test is undecided only in a window of width
-        2 C Delta + 1 (units of 2**-128, Delta = 144 bounding the exp intervals) next to
+        2 C Delta + 1 (units of 2**-128, Delta = 150 bounding the exp intervals) next to
         tau(m, s), for each of the 2 J w pairs (m, s) (docs/privacy.md).
         """
         pairs = 2 * self.buckets * (1 << self.omega)
