@@ -2,14 +2,14 @@
 
 The parts are the real ones, wired as they are in production: an MQTT broker (the embedded amqtt
 broker, or an external Mosquitto given by ``--broker``), the aggregator's FastAPI app served by
-uvicorn over real HTTP, and N gateway daemons (``edge_client.daemon``, one thread each: training
-releases the GIL inside onnxruntime) that enroll over REST with one-time codes, download and
-verify signed models, train on their own local store and take part in secure aggregation over
-MQTT. The simulator plays the operator: it issues enrollment codes and drives the aggregator's
-orchestrator round by round (instead of its background loop) so that it can time each round and
-check each aggregate. Because it is a simulation it may also look inside the gateways: each one
-records its quantized update, and the simulator checks that the securely recovered sum equals
-the exact sum of the survivors' updates.
+uvicorn over real HTTP, and N gateway daemons (``edge_client.daemon``, one thread each; their fits
+run in a pool of worker processes, because onnxruntime-training holds the GIL) that enroll over REST
+with one-time codes, download and verify signed models, train on their own local store and take part
+in secure aggregation over MQTT. The simulator plays the operator: it issues enrollment codes and
+drives the aggregator's orchestrator round by round (instead of its background loop) so that it can
+time each round and check each aggregate. Because it is a simulation it may also look inside the
+gateways: each one records its quantized update, and the simulator checks that the securely
+recovered sum equals the exact sum of the survivors' updates.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from edge_client.config import config_from_dict
 from edge_client.daemon import GatewayDaemon
 from edge_client.eligibility import HostReadings
 from edge_client.localdata import LocalData, StoreData
+from edge_client.training import process_pool
 from native.broker import EmbeddedBroker, free_port, wait_for_port
 from native.errors import ConfigError, TransportError
 
@@ -183,15 +185,16 @@ def _host() -> HostReadings:
 
 
 class Fleet:
-    """The running gateways: one daemon thread each."""
+    """The running gateways: one daemon thread each (their fits in ``train_pool`` if given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, train_pool: Executor | None = None) -> None:
         self.daemons: list[GatewayDaemon] = []
         self.threads: list[threading.Thread] = []
+        self.train_pool = train_pool
 
     def add(self, tables: dict[str, Any], data: LocalData | None) -> GatewayDaemon:
         daemon = GatewayDaemon(config_from_dict(tables, {}), data=data, host_probe=_host,
-                               record_updates=True)
+                               record_updates=True, train_pool=self.train_pool)
         thread = threading.Thread(target=daemon.run, name=f"gateway-{len(self.daemons)}",
                                   daemon=True)
         self.daemons.append(daemon)
@@ -212,6 +215,8 @@ class Fleet:
             daemon.stop()
         for thread in self.threads:
             thread.join(30)
+        if self.train_pool is not None:
+            self.train_pool.shutdown(cancel_futures=True)
 
 
 def prepare_data(cfg: SimConfig, workdir: Path, progress: Progress
@@ -258,7 +263,8 @@ def run_sim(cfg: SimConfig, progress: Progress | None = None) -> dict[str, Any]:
         say(f"broker {broker_url}")
         agg = AggregatorService(workdir, broker_url)
         agg.start()
-        fleet = Fleet()
+        # onnxruntime-training holds the GIL while it trains: fits go to worker processes.
+        fleet = Fleet(process_pool())
         try:
             for i, local in enumerate(data):
                 tables = gateway_config(i, workdir, broker_url, agg, cfg, len(data))
