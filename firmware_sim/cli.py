@@ -24,7 +24,8 @@ def _sim(args: argparse.Namespace) -> int:
                     holdout=[r for r in (args.holdout or "").split(",") if r],
                     seed=args.seed, quant_bits=args.quant_bits, secagg=args.secagg,
                     neighbours=args.neighbours, clip=args.clip, epochs=args.epochs, lr=args.lr,
-                    mu=args.mu, strategy=args.strategy, server_lr=args.server_lr)
+                    mu=args.mu, strategy=args.strategy, server_lr=args.server_lr,
+                    model=args.model)
     try:
         run_sim(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except FedgateError as exc:
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--mu", type=float, default=0.0, help="FedProx mu (0 = FedAvg)")
     sim.add_argument("--strategy", choices=["fedavg", "fedadam", "fedyogi"], default="fedavg")
     sim.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
+    sim.add_argument("--model", default="ecg",
+                     help="zoo model the gateways train: ecg (CNN) or ecg-linear (1e5 params)")
     sim.set_defaults(func=_sim)
     # Listed for --help only: main() hands "aggregator ..." to aggregator.cli untouched.
     sub.add_parser("aggregator", help="the aggregator service: fedgate aggregator serve")

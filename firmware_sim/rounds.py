@@ -83,7 +83,7 @@ class RoundDriver:
 
         self.agg, self.fleet, self.cfg = agg, fleet, cfg
         self.holdout = holdout
-        self.art = artifacts.ensure("ecg")
+        self.art = artifacts.ensure(cfg.model)
         state = agg.app.state
         self.db, self.registry = state.db, state.registry
         with self.db.session() as session:
@@ -100,7 +100,7 @@ class RoundDriver:
         self.secagg: dict[str, Any] = {"quant_bits": cfg.quant_bits, "clip": cfg.clip}
         if cfg.secagg == "plus":
             self.secagg["degree"] = plus_degree(n, cfg.neighbours)
-        self.orch = Orchestrator(self.runner, self.db, self.registry, "ecg",
+        self.orch = Orchestrator(self.runner, self.db, self.registry, cfg.model,
                                  StrategyConfig(cfg.strategy, server_lr=cfg.server_lr),
                                  SelectionConfig(min_participants=min(3, n)), self.secagg)
         spec = self.art.spec

@@ -66,6 +66,7 @@ class SimConfig:
     stage_timeout_s: float = 60.0
     strategy: Literal["fedavg", "fedadam", "fedyogi"] = "fedavg"
     server_lr: float = 1.0
+    model: str = "ecg"  # any zoo model that reads ECG beats (ecg, ecg-linear)
 
     def check(self) -> None:
         """Raise ConfigError on anything the simulation cannot run with."""
@@ -92,6 +93,18 @@ class SimConfig:
             raise ConfigError("need 1 <= --epochs <= 100, 0 < --lr <= 1, 0 <= --mu <= 100")
         if self.broker is not None and not self.broker.startswith(("mqtt://", "mqtts://")):
             raise ConfigError(f"--broker must be mqtt://host:port, got {self.broker!r}")
+        _check_model(self.model)
+
+
+def _check_model(name: str) -> None:
+    """The gateways hold ECG beats: the model must read exactly those inputs."""
+    from models.zoo import ECG, MODELS
+
+    spec = MODELS.get(name) if isinstance(name, str) else None
+    if spec is None or spec.input_shapes() != ECG.input_shapes():
+        usable = sorted(n for n, s in MODELS.items() if s.input_shapes() == ECG.input_shapes())
+        raise ConfigError(f"--model must be one of {', '.join(usable)} (models of ECG beats), "
+                          f"got {name!r}")
 
 
 @contextmanager
@@ -171,7 +184,7 @@ def gateway_config(index: int, workdir: Path, broker_url: str, agg: AggregatorSe
         "gateway": {"data_dir": str(workdir / f"gateway-{index:03d}"), "broker_url": broker_url,
                     "aggregator_url": agg.url, "label": f"sim-{index}",
                     "enrollment_code": agg.enrollment_code(f"sim-{index}"),
-                    "reconnect_max_s": 5},
+                    "reconnect_max_s": 5, "model": cfg.model},
         "policy": {"min_participants": min(3, n_gateways), "max_clip": max(1.0, cfg.clip)},
         # A recorded data set has no "new" samples; the sim's host is always eligible.
         "eligibility": {"min_new_samples": 0, "max_load_per_cpu": 1e6},
@@ -258,7 +271,7 @@ def run_sim(cfg: SimConfig, progress: Progress | None = None) -> dict[str, Any]:
     data, holdout, names = prepare_data(cfg, workdir, say)
     from models.artifacts import ensure
 
-    ensure("ecg")  # generated once here, not by every gateway thread at once
+    ensure(cfg.model)  # generated once here, not by every gateway thread at once
     with broker_for(cfg.broker) as broker_url:
         say(f"broker {broker_url}")
         agg = AggregatorService(workdir, broker_url)
