@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,10 @@ import numpy.typing as npt
 from edge_client.config import TrainingSection
 from edge_client.enroll import AggregatorClient
 from edge_client.localdata import LocalData
+
+if TYPE_CHECKING:
+    from models.artifacts import Artifacts
+    from models.trainer import TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,8 @@ class Trained:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def fit(artifacts: Any, params: npt.NDArray[np.float32], inputs: Mapping[str, Any], labels: Any,
-        config: Any, threads: int) -> tuple[Any, float]:
+def fit(artifacts: Artifacts, params: npt.NDArray[np.float32], inputs: Mapping[str, Any],
+        labels: Any, config: TrainConfig, threads: int) -> tuple[TrainResult, float]:
     """``train_local`` and its CPU time; module level so that a process pool can pickle it."""
     from models.trainer import train_local
 
@@ -66,14 +70,25 @@ def warm_up() -> None:
     training_api()
 
 
+def _background() -> None:
+    """Pool worker start: training yields the CPU to the protocol, MQTT and HTTP threads."""
+    try:
+        os.nice(10)
+    except OSError as exc:  # not fatal: the worker only competes harder for the CPU
+        log.warning("cannot lower the training worker's priority: %s", exc)
+
+
 def process_pool(workers: int | None = None) -> ProcessPoolExecutor:
     """Worker processes for ``RoundTrainer`` (one per usable core by default), already warm.
 
     Spawned, not forked: the daemon process runs MQTT, HTTP and protocol threads, whose locks a
-    forked child would inherit in whatever state they happened to be.
+    forked child would inherit in whatever state they happened to be. The workers run at a lower
+    priority (nice 10), as a gateway's training should: it takes the CPU the latency-bound
+    protocol and transport work leaves idle, instead of making that work wait behind it.
     """
     count = workers or len(os.sched_getaffinity(0))
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_background)
     for done in [pool.submit(warm_up) for _ in range(count)]:
         done.result()
     return pool
@@ -83,7 +98,7 @@ class RoundTrainer:
     """Starts one gateway's training for a round on a daemon thread and returns its future."""
 
     def __init__(self, *, client: AggregatorClient, server_key: bytes, model: str,
-                 artifacts: Any, n_params: int, data: LocalData, training: TrainingSection,
+                 artifacts: Artifacts, n_params: int, data: LocalData, training: TrainingSection,
                  pool: Executor | None = None) -> None:
         self.client, self.server_key, self.model = client, server_key, model
         self.artifacts, self.n_params, self.data = artifacts, n_params, data
@@ -123,7 +138,7 @@ class RoundTrainer:
         args = (self.artifacts, model.params, inputs, labels, config, t.threads)
         if self.pool is None:
             res, cpu = fit(*args)
-        else:
+        else:  # same function, same arguments, pickled to a worker process
             res, cpu = self.pool.submit(fit, *args).result()
         mark("trained")
         return Trained(np.ascontiguousarray(res.delta, dtype=np.float32), int(res.n_samples),

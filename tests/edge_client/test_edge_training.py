@@ -31,6 +31,8 @@ def test_fit_in_a_worker_process_is_bit_identical(tmp_path: Path) -> None:
     here, cpu_here = fit(art, w0, inputs, labels, config, 1)
     pool = process_pool(1)
     try:
+        # Training yields the CPU to the latency-bound work of the daemon process.
+        assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + 10)
         there, cpu_there = pool.submit(fit, art, w0, inputs, labels, config, 1).result()
         assert np.array_equal(here.delta, there.delta) and here.n_samples == there.n_samples
         assert cpu_here > 0 and cpu_there > 0
