@@ -35,6 +35,7 @@ import numpy.typing as npt
 from edge_client import eligibility
 from edge_client.config import GatewayConfig
 from edge_client.enroll import AggregatorClient
+from edge_client.evaluation import LocalEvaluation, split
 from edge_client.identity import (
     KEY_FILE,
     Enrollment,
@@ -111,6 +112,7 @@ class GatewayDaemon:
         self._training: Future[_Trained] | None = None
         self._client = AggregatorClient(config.gateway.aggregator_url,
                                         config.gateway.http_timeout_s)
+        self.evaluation = LocalEvaluation(config.evaluation, self._client)
         self._n_params = 0
         self._artifacts: Any = None
         self._trained_through = 0
@@ -326,6 +328,17 @@ class GatewayDaemon:
         if stats is not None:
             stats.error = message
 
+    def evaluate_latest(self) -> None:
+        """Score the newest global model on the hold-out without training: a version no later
+        round downloads (a fleet's final model) is evaluated this way. Safe from another thread
+        while no round trains."""
+        assert self.enrollment is not None and self.identity is not None
+        model = self._client.latest_model(self.enrollment.server_key, self.config.gateway.model,
+                                          self._n_params)
+        _, holdout = split(self.data, self.evaluation.fraction)
+        self.evaluation.report(artifacts=self._artifacts, identity=self.identity,
+                               gateway_id=self.gateway_id, model=model, holdout=holdout)
+
     # -- training ----------------------------------------------------------------------------------
 
     def _start_training(self, round_no: int) -> Future[_Trained]:
@@ -347,12 +360,15 @@ class GatewayDaemon:
     def _train(self, round_no: int) -> _Trained:
         from models.trainer import TrainConfig, train_local
 
-        assert self.enrollment is not None
+        assert self.enrollment is not None and self.identity is not None
         started = time.perf_counter()
         model = self._client.latest_model(self.enrollment.server_key, self.config.gateway.model,
                                           self._n_params)
         downloaded = time.perf_counter()
-        inputs, labels = self.data.dataset()
+        (inputs, labels), holdout = split(self.data, self.evaluation.fraction)
+        # Scored before training, on beats no round trains on; its time counts as training.
+        self.evaluation.report(artifacts=self._artifacts, identity=self.identity,
+                               gateway_id=self.gateway_id, model=model, holdout=holdout)
         t = self.config.training
         res = train_local(self._artifacts, model.params, inputs, labels, TrainConfig(
             epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, mu=t.mu,

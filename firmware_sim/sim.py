@@ -70,6 +70,9 @@ class SimConfig:
     dp_sampling_rate: float = 1.0
     dp_delta: float = 1e-5
     dp_epsilon_budget: float | None = None
+    # Federated evaluation: share of each gateway's newest beats held out of training and
+    # scored on every new global model (0 = off; edge_client.evaluation).
+    eval_holdout: float = 0.1
 
     def dp_config(self) -> Any:
         """The aggregator's DPConfig for these flags, or None."""
@@ -109,6 +112,8 @@ class SimConfig:
             raise ConfigError("need 1 <= --epochs <= 100, 0 < --lr <= 1, 0 <= --mu <= 100")
         if self.broker is not None and not self.broker.startswith(("mqtt://", "mqtts://")):
             raise ConfigError(f"--broker must be mqtt://host:port, got {self.broker!r}")
+        if not 0 <= self.eval_holdout <= 0.5:
+            raise ConfigError(f"--eval-holdout must be in [0, 0.5], got {self.eval_holdout!r}")
         self.dp_config()
 
 
@@ -196,6 +201,8 @@ def gateway_config(index: int, workdir: Path, broker_url: str, agg: AggregatorSe
         "eligibility": {"min_new_samples": 0, "max_load_per_cpu": 1e6},
         "training": {"epochs": cfg.epochs, "lr": cfg.lr, "mu": cfg.mu, "batch_size": 64,
                      "class_weights": list(cfg.class_weights)},
+        "evaluation": {"enabled": cfg.eval_holdout > 0, "holdout_fraction": cfg.eval_holdout or
+                       0.1, "min_samples": 10},
     }
 
 
@@ -227,6 +234,16 @@ class Fleet:
                 if not thread.is_alive() or time.monotonic() > deadline:
                     raise TransportError(f"gateway {thread.name} did not come up "
                                          "(see its log: enrollment, broker or model artifacts)")
+
+    def evaluate_latest(self) -> None:
+        """Every gateway scores the newest model on its hold-out (between rounds only)."""
+        from native.errors import FedgateError
+
+        for daemon in self.daemons:
+            try:
+                daemon.evaluate_latest()
+            except FedgateError as exc:
+                log.warning("%s: no evaluation of the final model: %s", daemon.gateway_id, exc)
 
     def stop(self) -> None:
         for daemon in self.daemons:
@@ -290,6 +307,8 @@ def run_sim(cfg: SimConfig, progress: Progress | None = None) -> dict[str, Any]:
             say(f"aggregator {agg.url}; {len(fleet.daemons)} gateways enrolled and online")
             driver = RoundDriver(agg, fleet, cfg, broker_url, holdout)
             report = driver.run(say)
+            if cfg.eval_holdout:
+                fleet.evaluate_latest()  # the final version: no later round downloads it
         finally:
             fleet.stop()
             agg.stop()
