@@ -27,7 +27,7 @@ def _sim(args: argparse.Namespace) -> int:
                     mu=args.mu, strategy=args.strategy, server_lr=args.server_lr,
                     dp_noise_multiplier=args.dp_noise_multiplier, dp_l2_clip=args.dp_l2_clip,
                     dp_sampling_rate=args.dp_sampling_rate, dp_delta=args.dp_delta,
-                    dp_epsilon_budget=args.dp_epsilon_budget)
+                    dp_epsilon_budget=args.dp_epsilon_budget, eval_holdout=args.eval_holdout)
     try:
         run_sim(cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except FedgateError as exc:
@@ -66,11 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dp-delta", type=float, default=1e-5, help="DP: delta")
     sim.add_argument("--dp-epsilon-budget", type=float,
                      help="DP: stop training before epsilon would exceed this")
+    sim.add_argument("--eval-holdout", type=float, default=0.1,
+                     help="share of each gateway's newest beats kept out of training for "
+                          "federated evaluation (0 = off; default 0.1)")
     sim.set_defaults(func=_sim)
     # Listed for --help only: main() hands "aggregator ..." to aggregator.cli untouched.
     sub.add_parser("aggregator", help="the aggregator service: fedgate aggregator serve")
     sub.add_parser("models", help="models: fedgate models export --model ecg ...")
     sub.add_parser("gateway", help="the gateway daemon: fedgate gateway run --config FILE")
+    sub.add_parser("audit", help="privacy, provenance and fairness of a model version: "
+                                 "fedgate audit --aggregator URL --version V --out DIR")
     return parser
 
 
@@ -84,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         from edge_client.cli import main as gateway_main
 
         return gateway_main(argv[1:])
+    if argv[:1] == ["audit"]:
+        from aggregator.audit.cli import main as audit_main
+
+        return audit_main(argv[1:])
     if argv[:1] == ["models"]:
         from models.cli import main as models_main
 
