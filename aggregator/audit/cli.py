@@ -100,17 +100,25 @@ def options(args: argparse.Namespace) -> Any:
         admin_token=_token(args.admin_token_file), timeout_s=args.timeout)
 
 
+def _g(value: Any) -> str:
+    # Ledger values are printed as found: a tampered entry may hold anything.
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def summary(report: dict[str, Any]) -> list[str]:
     """The lines printed after an audit."""
     prov, priv, fair = report["provenance"], report["privacy"], report["fairness"]
     lines = [f"provenance: {prov['length']} versions back to root {prov['root']}: "
              f"{'intact' if prov['ok'] else 'BROKEN'}"]
     dp = priv.get("dp")
-    lines.append("privacy: no DP" if not dp else
-                 f"privacy: epsilon {dp['epsilon']:.4g} at delta {dp['delta']:g} after "
-                 f"{dp['rounds']} DP rounds (recomputed {dp['epsilon_recomputed']}), noise "
-                 f"multiplier {dp['noise_multiplier']:.4g}, L2 clip {dp['l2_clip']:g}, "
-                 f"{dp['budget']}")
+    if not dp:
+        lines.append("privacy: no DP")
+    else:
+        lines.append(f"privacy: epsilon {_g(dp['epsilon'])} at delta {_g(dp['delta'])} after "
+                     f"{dp['rounds']} DP rounds (recomputed from the RDP: "
+                     f"{_g(dp['epsilon_recomputed'])}), noise multiplier "
+                     f"{_g(dp['noise_multiplier'])}, L2 clip {_g(dp['l2_clip'])}, "
+                     f"{dp['budget']}")
     mia = priv.get("membership_inference") or {}
     for name in ("audited", "baseline"):
         r = mia.get(name)

@@ -49,12 +49,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (chain_ax, eps_ax, f1_ax) = plt.subplots(1, 3, figsize=(15, 4))
     links = list(reversed(report["provenance"]["links"]))
-    chain_ax.bar([str(link["version"]) for link in links], [1] * len(links),
+    chain_ax.bar([link["version"] for link in links], [1] * len(links),
                  color=["#2e8b57" if link["ok"] else "#b00020" for link in links])
     chain_ax.set_yticks([])
+    for ax in (chain_ax, eps_ax):  # a long lineage must not print a thousand labels
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=20, integer=True))
     chain_ax.set_xlabel("model version (root first)")
     chain_ax.set_title("lineage: green verified, red broken")
     series = report["privacy"].get("series") or []
@@ -66,7 +69,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
         dp = report["privacy"].get("dp") or {}
         if dp.get("epsilon_budget"):
             eps_ax.axhline(dp["epsilon_budget"], color="#b00020", ls="--", label="budget")
-        eps_ax.set_xticks(xs)
         eps_ax.set_xlabel("model version")
         eps_ax.set_ylabel(f"epsilon at delta {dp.get('delta')}")
         eps_ax.legend()
