@@ -74,6 +74,13 @@ class AuditClient:
         except ValueError:
             raise TransportError(f"{path}: answer is not JSON") from None
 
+    def obj(self, path: str, *, admin: bool = False) -> dict[str, Any]:
+        """A JSON object answer; ``TransportError`` for anything else."""
+        out = self.json(path, admin=admin)
+        if not isinstance(out, dict):
+            raise TransportError(f"{path}: answer is not a JSON object")
+        return out
+
     def blob(self, path: str) -> bytes:
         """A binary answer (a model or checkpoint blob)."""
         return self._get(path, MAX_BLOB_BYTES, False)

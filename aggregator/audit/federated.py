@@ -15,7 +15,7 @@ from typing import Any
 from aggregator.audit.client import AuditClient, HttpRefusal
 from aggregator.audit.fairness import confusion_metrics, pooled, worst_decile
 from native import evalreport
-from native.errors import ConfigError, FedgateError
+from native.errors import ConfigError, FedgateError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +24,24 @@ PAGE = 1000
 
 def _pages(client: AuditClient, version: int) -> tuple[list[str], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
-    classes: list[str] = []
     while True:
-        page = client.json(f"/v1/models/{version}/evaluations?limit={PAGE}&offset={len(rows)}",
-                           admin=True)
-        classes = [str(c) for c in page.get("classes", [])]
-        batch = page.get("evaluations", [])
+        page = client.obj(f"/v1/models/{version}/evaluations?limit={PAGE}&offset={len(rows)}",
+                          admin=True)
+        classes, batch, total = page.get("classes"), page.get("evaluations"), page.get("total")
+        if not isinstance(classes, list) or not isinstance(batch, list) or not isinstance(
+                total, int) or not all(isinstance(r, dict) for r in batch):
+            raise TransportError("the evaluations answer is malformed")
         rows.extend(batch)
-        if not batch or len(rows) >= int(page.get("total", 0)):
-            return classes, rows
+        if not batch or len(rows) >= total:
+            return [str(c) for c in classes], rows
 
 
 def _keys(client: AuditClient) -> dict[str, bytes]:
-    out = {}
-    for gw in client.json("/v1/gateways", admin=True):
-        out[str(gw["gateway_id"])] = bytes.fromhex(str(gw["public_key"]))
-    return out
+    listed = client.json("/v1/gateways", admin=True)
+    try:
+        return {str(gw["gateway_id"]): bytes.fromhex(str(gw["public_key"])) for gw in listed}
+    except (TypeError, KeyError, ValueError):
+        raise TransportError("the gateways answer is malformed") from None
 
 
 def _verify(row: dict[str, Any], keys: dict[str, bytes], version: int

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from aggregator.audit.provenance import Chain
+from aggregator.audit.provenance import Chain, dp_entry, signed_dict
 from native import accounting
 from native.dp_params import MECHANISMS, NoiseParams
 from native.errors import FedgateError
@@ -168,8 +168,7 @@ def _check_step(child: dict[str, Any], parent: dict[str, Any] | None,
 def privacy_section(chain: Chain, selected: Selected) -> dict[str, Any]:
     """The audit report's privacy section (without membership inference)."""
     target = chain.links[0]
-    signed = target.manifest or {}
-    privacy = signed.get("privacy") or {}
+    privacy = signed_dict(target.manifest, "privacy")
     out: dict[str, Any] = {"clip": privacy.get("clip"), "quant_bits": privacy.get("quant_bits"),
                            "secure_aggregation": privacy.get("secure_aggregation"),
                            "dp": None, "series": [], "steps": [], "problems": []}
@@ -179,7 +178,7 @@ def privacy_section(chain: Chain, selected: Selected) -> dict[str, Any]:
     links = list(reversed(chain.links))  # root first
     for i, link in enumerate(links):
         _audit_link(out, link, links[i - 1] if i else None, selected)
-    entry = privacy.get("dp")
+    entry = dp_entry(target.manifest)
     if entry:
         out["dp"] = _dp_summary(entry, out)
     out["ok"] = not out["problems"]
@@ -189,7 +188,7 @@ def privacy_section(chain: Chain, selected: Selected) -> dict[str, Any]:
 def _audit_link(out: dict[str, Any], link: Any, parent: Any, selected: Selected) -> None:
     if link.manifest is None:
         return
-    entry = (link.manifest.get("privacy") or {}).get("dp")
+    entry = dp_entry(link.manifest)
     if not entry:
         return
     problems, eps = _check_entry(entry)
@@ -200,7 +199,7 @@ def _audit_link(out: dict[str, Any], link: Any, parent: Any, selected: Selected)
     if eps is not None:  # the fields are in range: the step from the parent can be checked
         parent_entry = None
         if parent is not None and parent.manifest is not None:
-            parent_entry = (parent.manifest.get("privacy") or {}).get("dp")
+            parent_entry = dp_entry(parent.manifest)
         if parent is not None and parent.manifest is None:
             row["check"] = "not checked: the parent's manifest did not verify"
         elif parent_entry and entry_problems(parent_entry):

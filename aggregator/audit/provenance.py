@@ -32,6 +32,18 @@ _MIRRORED = {"parent": "parent", "round_id": "round", "participants": "participa
              "config": "config", "privacy": "privacy"}
 
 
+def signed_dict(manifest: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """A manifest's object field, or {} when it is absent or not an object (a finding)."""
+    value = (manifest or {}).get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def dp_entry(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The DP ledger entry of a manifest (None: no DP, or not an object, a finding)."""
+    entry = signed_dict(manifest, "privacy").get("dp")
+    return entry if isinstance(entry, dict) and entry else None
+
+
 @dataclass
 class Link:
     """One version on the chain and what the audit found about it."""
@@ -52,7 +64,7 @@ class Link:
     def summary(self) -> dict[str, Any]:
         """The JSON form of this link in the audit report."""
         m = self.manifest or {}
-        config = m.get("config") or {}
+        config = signed_dict(m, "config")
         return {
             "version": self.version, "ok": self.ok, "problems": list(self.problems),
             "parent": self.parent, "parent_verified": self.parent_verified,
@@ -107,6 +119,12 @@ def _check_signed(link: Link, meta: dict[str, Any], manifest: dict[str, Any], ke
     if manifest.get("signer") != key.hex():
         link.problems.append(f"manifest names signer {str(manifest.get('signer'))[:16]}..., "
                              f"not the trusted key {key_id(key)}")
+    for name in ("config", "privacy"):
+        if not isinstance(manifest.get(name), dict):
+            link.problems.append(f"signed manifest's {name} is not an object")
+    privacy = signed_dict(manifest, "privacy")
+    if "dp" in privacy and privacy["dp"] is not None and not isinstance(privacy["dp"], dict):
+        link.problems.append("signed manifest's DP ledger entry is not an object")
     for served, signed in _MIRRORED.items():
         if meta.get(served) != manifest.get(signed):
             link.problems.append(f"served {served} disagrees with the signed manifest")

@@ -21,7 +21,7 @@ from aggregator.audit import membership
 from aggregator.audit.client import AuditClient, HttpRefusal
 from aggregator.audit.federated import fairness_section
 from aggregator.audit.ledger import privacy_section
-from aggregator.audit.provenance import Link, check_version, verify_chain
+from aggregator.audit.provenance import Link, check_version, dp_entry, signed_dict, verify_chain
 from aggregator.signing import key_id
 from native.errors import InputError, TransportError
 
@@ -50,7 +50,7 @@ class AuditOptions:
 def trusted_key(client: AuditClient, pinned: bytes | None) -> tuple[bytes, dict[str, Any],
                                                                      list[str]]:
     """The key to verify with, its description, and a finding if pin and declaration differ."""
-    declared_hex = str(client.json("/v1/signing-key").get("public_key", ""))
+    declared_hex = str(client.obj("/v1/signing-key").get("public_key", ""))
     try:
         declared = bytes.fromhex(declared_hex)
     except ValueError:
@@ -98,11 +98,11 @@ def _attack_link(link: Link, label: str, beats: dict[str, Any]) -> tuple[dict[st
 
     if not link.ok or link.checkpoint is None or link.manifest is None:
         return None, f"{label} version {link.version} did not verify; no attack run on it"
-    model = (link.manifest.get("config") or {}).get("model") or "ecg"
+    model = signed_dict(link.manifest, "config").get("model") or "ecg"
     params = np.frombuffer(link.checkpoint, dtype="<f4").astype(np.float32)
     res = membership.audit_version(ensure(str(model)), params, beats["members"],
                                    beats["nonmembers"])
-    dp = (link.manifest.get("privacy") or {}).get("dp") or {}
+    dp = dp_entry(link.manifest) or {}
     return {"version": link.version, "epsilon": dp.get("epsilon"), "delta": dp.get("delta"),
             **res}, None
 
@@ -131,28 +131,28 @@ def _membership(opts: AuditOptions, target: Link, beats: dict[str, Any] | None
 
 
 def _load_beats(opts: AuditOptions) -> dict[str, Any] | None:
+    """Both groups' beats, read before any network work: bad records fail the audit first."""
     if not opts.members and not opts.nonmembers:
         return None
-    m_in, m_y, m_names = membership.load_beats(opts.members)
-    n_in, n_y, n_names = membership.load_beats(opts.nonmembers)
-    overlap = set(m_names) & set(n_names)
+    named = [membership.record_paths(opts.members), membership.record_paths(opts.nonmembers)]
+    overlap = {p.name for p in named[0]} & {p.name for p in named[1]}
     if overlap:
         raise InputError(f"records both members and non-members: {sorted(overlap)}")
+    m_in, m_y, m_names = membership.load_beats(named[0])
+    n_in, n_y, n_names = membership.load_beats(named[1])
     return {"members": (m_in, m_y), "nonmembers": (n_in, n_y), "member_names": m_names,
             "nonmember_names": n_names}
 
 
 def run_audit(opts: AuditOptions) -> dict[str, Any]:
     """Audit ``opts.version``; the report dict (``verdict.ok`` says whether all verified)."""
-    for spec in (opts.members, opts.nonmembers):
-        if spec:
-            membership.record_paths(spec)  # fail on a bad path before any network work
+    beats = _load_beats(opts)
     client = AuditClient(opts.aggregator, opts.timeout_s, opts.admin_token)
     key, key_info, key_problems = trusted_key(client, opts.signing_key)
     _require_version(client, opts.version)
     chain = verify_chain(client, opts.version, key)
     privacy = privacy_section(chain, _selected_counts(client))
-    mia, mia_problems = _membership(opts, chain.links[0], _load_beats(opts))
+    mia, mia_problems = _membership(opts, chain.links[0], beats)
     privacy["membership_inference"] = mia
     fairness = fairness_section(client, opts.version)
     problems = [*key_problems, *chain.all_problems(), *privacy["problems"], *mia_problems,
