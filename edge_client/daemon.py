@@ -331,13 +331,14 @@ class GatewayDaemon:
     def evaluate_latest(self) -> None:
         """Score the newest global model on the hold-out without training: a version no later
         round downloads (a fleet's final model) is evaluated this way. Safe from another thread
-        while no round trains."""
+        while no round trains; returns once the report is delivered or delivery failed."""
         assert self.enrollment is not None and self.identity is not None
         model = self._client.latest_model(self.enrollment.server_key, self.config.gateway.model,
                                           self._n_params)
         _, holdout = split(self.data, self.evaluation.fraction)
         self.evaluation.report(artifacts=self._artifacts, identity=self.identity,
                                gateway_id=self.gateway_id, model=model, holdout=holdout)
+        self.evaluation.wait_delivered(2 * self.config.gateway.http_timeout_s)
 
     # -- training ----------------------------------------------------------------------------------
 

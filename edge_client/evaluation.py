@@ -6,8 +6,9 @@ time (``split``); the daemon trains on the rest. Because data only grows forward
 cut only moves forward, so no beat that a model version was trained on by this gateway is ever in
 a later hold-out. ``LocalEvaluation.report`` runs on the training thread, before local training:
 it evaluates a downloaded version once, signs the report (``native.evalreport``) with the
-gateway's identity key and posts it. What leaves the gateway is the confusion matrix counts, the
-sample count and the summed loss; never a beat, a label list or a prediction.
+gateway's identity key and queues it for a sender thread that posts it. What leaves the gateway
+is the confusion matrix counts, the sample count and the summed loss; never a beat, a label list
+or a prediction.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from native.errors import FedgateError, InputError, TransportError
 log = logging.getLogger(__name__)
 
 Labelled = tuple[Inputs, npt.NDArray[np.int64]]
-# Reports that could not be delivered (aggregator away) wait for the next round; a bound keeps a
-# long outage from growing memory without limit (older versions matter least).
+# Reports that could not be delivered (aggregator away) wait; a bound keeps a long outage from
+# growing memory without limit (the oldest report is dropped first).
 MAX_PENDING = 16
+RETRY_S = 30.0
 
 
 def holdout_mask(groups: npt.NDArray[Any], times: npt.NDArray[Any],
@@ -84,21 +86,38 @@ class Outcome:
     """What happened to one version's evaluation (for logs and tests)."""
 
     version: int
-    status: str  # "stored", "already_stored", "pending", "refused", "skipped", "failed"
+    # "queued" (signed, not delivered yet), "pending" (the aggregator was away; retried),
+    # "stored", "already_stored", "refused" (a 4xx: not retried), "skipped", "failed"
+    status: str
     samples: int = 0
     seconds: float = 0.0
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class _Signed:
+    version: int
+    gateway_id: str
+    data: bytes
+    signature: bytes
+
+
 class LocalEvaluation:
-    """Evaluates each global model version at most once and delivers its signed report."""
+    """Evaluates each global model version at most once and delivers its signed report.
+
+    Scoring runs on the caller's thread (the training thread); delivery runs on a sender thread
+    of its own, so an aggregator that is slow or away never holds up the round's training.
+    """
 
     def __init__(self, section: EvaluationSection, client: AggregatorClient) -> None:
         self.section = section
         self.client = client
         self.outcomes: dict[int, Outcome] = {}
-        self._pending: deque[tuple[int, str, bytes, bytes]] = deque(maxlen=MAX_PENDING)
+        self._queue: deque[_Signed] = deque(maxlen=MAX_PENDING)
         self._lock = threading.Lock()  # the training thread and evaluate_latest's caller
+        self._cv = threading.Condition()  # the queue and the outcomes the sender updates
+        self._sender: threading.Thread | None = None
+        self._tries = 0  # delivery attempts so far (wait_delivered watches it)
         self._trainer: Any = None
 
     @property
@@ -107,38 +126,40 @@ class LocalEvaluation:
 
     def report(self, *, artifacts: Any, identity: nacl.signing.SigningKey, gateway_id: str,
                model: GlobalModel, holdout: Labelled | None) -> Outcome | None:
-        """Evaluate ``model`` on ``holdout`` and post the report, unless done before.
+        """Evaluate ``model`` on ``holdout`` and queue the signed report, unless done before.
 
         Never raises for a failure of its own: the round's training goes on without it.
         """
         with self._lock:
-            return self._report(artifacts, identity, gateway_id, model, holdout)
-
-    def _report(self, artifacts: Any, identity: nacl.signing.SigningKey, gateway_id: str,
-                model: GlobalModel, holdout: Labelled | None) -> Outcome | None:
-        self._flush()
-        if not self.section.enabled or model.version in self.outcomes:
-            return None
-        started = time.perf_counter()
-        n = 0 if holdout is None else int(holdout[1].size)
-        if holdout is None or n < self.section.min_samples:
-            out = Outcome(model.version, "skipped", n, detail=f"{n} hold-out beats, "
-                          f"fewer than min_samples {self.section.min_samples}")
-        else:
-            try:
-                data, signature = self._signed(artifacts, identity, gateway_id, model, holdout)
-                out = self._deliver(model.version, gateway_id, data, signature, n)
-            except FedgateError as exc:
-                out = Outcome(model.version, "failed", n, detail=f"{type(exc).__name__}: {exc}")
-        out = Outcome(out.version, out.status, out.samples, time.perf_counter() - started,
-                      out.detail)
-        self.outcomes[model.version] = out
-        log.info("evaluation of model version %d: %s (%d beats, %.3f s)%s", out.version,
-                 out.status, out.samples, out.seconds, f": {out.detail}" if out.detail else "")
-        return out
+            with self._cv:
+                if not self.section.enabled or model.version in self.outcomes:
+                    return None
+            started = time.perf_counter()
+            n = 0 if holdout is None else int(holdout[1].size)
+            item = None
+            if holdout is None or n < self.section.min_samples:
+                out = Outcome(model.version, "skipped", n, detail=f"{n} hold-out beats, "
+                              f"fewer than min_samples {self.section.min_samples}")
+            else:
+                try:
+                    item = self._signed(artifacts, identity, gateway_id, model, holdout)
+                    out = Outcome(model.version, "queued", n)
+                except FedgateError as exc:
+                    out = Outcome(model.version, "failed", n,
+                                  detail=f"{type(exc).__name__}: {exc}")
+            out = Outcome(out.version, out.status, n, time.perf_counter() - started, out.detail)
+            log.info("evaluation of model version %d: %s (%d beats, %.3f s)%s", out.version,
+                     out.status, n, out.seconds, f": {out.detail}" if out.detail else "")
+            with self._cv:
+                self.outcomes[model.version] = out
+                if item is not None:
+                    self._queue.append(item)
+                    self._start_sender()
+                    self._cv.notify_all()
+            return out
 
     def _signed(self, artifacts: Any, identity: nacl.signing.SigningKey, gateway_id: str,
-                model: GlobalModel, holdout: Labelled) -> tuple[bytes, bytes]:
+                model: GlobalModel, holdout: Labelled) -> _Signed:
         from models.evaluate import evaluate
         from models.trainer import LocalTrainer
 
@@ -149,31 +170,58 @@ class LocalEvaluation:
         # max(): a perfectly confident hold-out gives -0.0, which is a different f64 pattern.
         rep = evalreport.EvalReport.of(model.version, gateway_id, res.confusion,
                                        max(0.0, float(res.loss) * res.n_samples))
-        return evalreport.sign(identity, rep)
+        return _Signed(model.version, gateway_id, *evalreport.sign(identity, rep))
 
-    def _deliver(self, version: int, gateway_id: str, data: bytes, signature: bytes,
-                 n: int) -> Outcome:
+    def wait_delivered(self, timeout: float) -> bool:
+        """Try to deliver now; block until every queued report was stored or refused (True)
+        or a fresh attempt found the aggregator away, or ``timeout`` passed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            start = self._tries
+            self._cv.notify_all()  # a sender waiting to retry tries at once
+            while self._queue:
+                head = self.outcomes[self._queue[0].version]
+                left = deadline - time.monotonic()
+                if (self._tries > start and head.status == "pending") or left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
+    def _start_sender(self) -> None:
+        if self._sender is None or not self._sender.is_alive():
+            self._sender = threading.Thread(target=self._send_loop, daemon=True,
+                                            name="fedgate-eval-sender")
+            self._sender.start()
+
+    def _send_loop(self) -> None:
+        """Oldest report first; while the aggregator is away, retry every RETRY_S or as soon as
+        a new report arrives. Reports still queued when the daemon stops are lost."""
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                item = self._queue[0]
+            status, detail = self._post(item)
+            with self._cv:
+                self._tries += 1
+                old = self.outcomes.get(item.version, Outcome(item.version, ""))
+                self.outcomes[item.version] = Outcome(item.version, status, old.samples,
+                                                      old.seconds, detail)
+                if status != "pending" and self._queue and self._queue[0] is item:
+                    self._queue.popleft()
+                self._cv.notify_all()
+                if status == "pending":
+                    self._cv.wait(RETRY_S)
+            if status != "pending":
+                log.info("evaluation of model version %d: %s%s", item.version, status,
+                         f": {detail}" if detail else "")
+
+    def _post(self, item: _Signed) -> tuple[str, str]:
         try:
-            answer = self.client.post_evaluation(version, gateway_id, data, signature)
+            answer = self.client.post_evaluation(item.version, item.gateway_id, item.data,
+                                                 item.signature)
         except TransportError as exc:
-            self._pending.append((version, gateway_id, data, signature))
-            return Outcome(version, "pending", n, detail=str(exc))
+            return "pending", str(exc)
         except RefusedError as exc:
-            return Outcome(version, "refused", n, detail=str(exc))
-        status = "already_stored" if answer.get("duplicate") else "stored"
-        return Outcome(version, status, n)
-
-    def _flush(self) -> None:
-        """Retry reports the aggregator could not take before (oldest first)."""
-        for _ in range(len(self._pending)):
-            version, gateway_id, data, signature = self._pending.popleft()
-            try:
-                self.client.post_evaluation(version, gateway_id, data, signature)
-            except TransportError:
-                self._pending.appendleft((version, gateway_id, data, signature))
-                return
-            except RefusedError as exc:
-                log.warning("evaluation of version %d refused on retry: %s", version, exc)
-                continue
-            self.outcomes[version] = Outcome(version, "stored", self.outcomes.get(
-                version, Outcome(version, "")).samples, detail="delivered on retry")
+            return "refused", str(exc)
+        return ("already_stored" if answer.get("duplicate") else "stored"), ""

@@ -156,9 +156,11 @@ def test_reports_reach_a_real_aggregator_once_even_across_an_outage(
     def model(version: int) -> GlobalModel:
         return GlobalModel(version, params, {})
 
-    # The aggregator is away: the report waits, training is not held up by an exception.
+    # The aggregator is away: the report waits; the caller (training) is not held up.
     out = ev.report(artifacts=art, identity=key, gateway_id=gid, model=model(2), holdout=held)
-    assert out is not None and out.status == "pending" and out.samples == 20
+    assert out is not None and out.status == "queued" and out.samples == 20
+    assert ev.wait_delivered(10) is False
+    assert ev.outcomes[2].status == "pending" and "unreachable" in ev.outcomes[2].detail
     server, thread = serve(app, port)
     try:
         with app.state.db.session() as session:
@@ -167,26 +169,29 @@ def test_reports_reach_a_real_aggregator_once_even_across_an_outage(
                 app.state.registry.register(session, inference=b"n" * 99, parent=v1.version,
                                             config={"model": "ecg"})
         assert client.enroll(key, issue_code(port)).gateway_id == gid
-        out = ev.report(artifacts=art, identity=key, gateway_id=gid, model=model(3),
-                        holdout=held)
-        assert out is not None and out.status == "stored"
-        assert ev.outcomes[2].status == "stored"  # the queued one went first
+        # A new report wakes the sender: the queued one goes first, then the new one.
+        assert ev.report(artifacts=art, identity=key, gateway_id=gid, model=model(3),
+                         holdout=held) is not None
+        assert ev.wait_delivered(20)
+        assert ev.outcomes[2].status == "stored" and ev.outcomes[3].status == "stored"
         assert ev.report(artifacts=art, identity=key, gateway_id=gid, model=model(3),
                          holdout=held) is None  # each version once
-        again = LocalEvaluation(section, client)  # a restarted daemon, same beats
-        out = again.report(artifacts=art, identity=key, gateway_id=gid, model=model(3),
-                           holdout=held)
-        assert out is not None and out.status == "already_stored"
+
+        def once(ev: LocalEvaluation, identity: nacl.signing.SigningKey, sender: str,
+                 holdout: Any) -> Any:
+            ev.report(artifacts=art, identity=identity, gateway_id=sender, model=model(3),
+                      holdout=holdout)
+            assert ev.wait_delivered(20)
+            return ev.outcomes[3]
+
+        out = once(LocalEvaluation(section, client), key, gid, held)  # a restart, same beats
+        assert out.status == "already_stored"
         _, other = split(beats(100, seed=1), 0.2)
-        out = LocalEvaluation(section, client).report(artifacts=art, identity=key,
-                                                      gateway_id=gid, model=model(3),
-                                                      holdout=other)
-        assert out is not None and out.status == "refused" and "409" in out.detail
+        out = once(LocalEvaluation(section, client), key, gid, other)
+        assert out.status == "refused" and "409" in out.detail
         stranger = nacl.signing.SigningKey.generate()
-        out = LocalEvaluation(section, client).report(artifacts=art, identity=stranger,
-                                                      gateway_id="gw-0000000000000000",
-                                                      model=model(3), holdout=held)
-        assert out is not None and out.status == "refused" and "unknown_gateway" in out.detail
+        out = once(LocalEvaluation(section, client), stranger, "gw-0000000000000000", held)
+        assert out.status == "refused" and "unknown_gateway" in out.detail
         few = LocalEvaluation(EvaluationSection(True, 0.2, 50), client)
         out = few.report(artifacts=art, identity=key, gateway_id=gid, model=model(1),
                          holdout=held)
