@@ -83,9 +83,6 @@ class Scenario:
     holdout: tuple[str, ...] = ()        # MIT-BIH records to evaluate on (else synthetic)
     source: str = "built-in"
 
-    def gateway(self, name: str) -> GatewaySpec:
-        return next(g for g in self.gateways if g.name == name)
-
     def check_rounds(self, rounds: int) -> None:
         """Every event must fall inside the run."""
         events: list[Dropout | Straggler] = [*self.dropouts, *self.stragglers]
@@ -146,9 +143,9 @@ def parse_scenario(data: Mapping[str, Any], *, source: str = "scenario",
     top = ds.check_keys(ds.table(data, source), _TOP, "")
     gateways = _gateways(data.get("gateways"), record_dir)
     names = {g.name for g in gateways}
-    dropouts = tuple(_event(e, f"dropouts[{i}]", names, _dropout) for i, e in
+    dropouts = tuple(_dropout(e, f"dropouts[{i}]", names) for i, e in
                      enumerate(_list(data.get("dropouts", []), "dropouts")))
-    stragglers = tuple(_event(e, f"stragglers[{i}]", names, _straggler) for i, e in
+    stragglers = tuple(_straggler(e, f"stragglers[{i}]", names) for i, e in
                        enumerate(_list(data.get("stragglers", []), "stragglers")))
     _check_dropouts(dropouts)
     holdout = tuple(ds.text(32)(h, f"holdout[{i}]") for i, h in
@@ -231,10 +228,6 @@ _EVENT: dict[str, ds.Check] = {"round": ds.integer(1, 1000), "gateway": ds.text(
 _DROPOUT = {**_EVENT, "stage": ds.choice(STAGES), "mode": ds.choice(MODES),
             "rejoin": ds.boolean}
 _STRAGGLER = {**_EVENT, "delay_s": ds.number(0, 3600, open_lo=True)}
-
-
-def _event(value: Any, where: str, names: set[str], build: Any) -> Any:
-    return build(value, where, names)
 
 
 def _required(event: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
