@@ -143,3 +143,20 @@ class SigningKeyOut(BaseModel):
 def code_out(row: EnrollmentCode, code: str) -> EnrollmentCodeOut:
     """Response for a freshly issued code (the only time the plain code leaves the server)."""
     return EnrollmentCodeOut(code=code, label=row.label, expires_at=as_utc(row.expires_at))
+
+
+class PrivacyOut(BaseModel):
+    """The deployment's privacy ledger as the latest signed model version records it."""
+
+    enabled: bool = Field(description="whether this aggregator runs DP rounds")
+    mechanism: str | None = None
+    noise_multiplier: float | None = None
+    l2_clip: float | None = None
+    sampling_rate: float | None = None
+    delta: float | None = None
+    epsilon: float = Field(0.0, description="cumulative epsilon at delta, all DP rounds so far")
+    epsilon_budget: float | None = None
+    remaining: float | None = Field(None, description="budget - epsilon, when a budget is set")
+    rounds: int = Field(0, description="DP rounds released so far")
+    model_version: int | None = Field(None, description="the version whose manifest says this")
+    exhausted: str = Field("", description="why training stopped, once the budget is spent")

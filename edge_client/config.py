@@ -55,6 +55,10 @@ class PolicySection:
     min_quant_bits: int = 2
     max_quant_bits: int = 24
     max_clip: float = 100.0
+    # Differential privacy floor: > 0 refuses every round whose summed noise is below this many
+    # times its L2 sensitivity (and every round without noise); 0 accepts rounds without DP.
+    min_noise_multiplier: float = 0.0
+    min_dp_threshold: int = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class TrainingSection:
     mu: float = 0.01
     class_weights: list[float] = field(default_factory=list)
     threads: int = 1
+    # "equal": every gateway counts once in the average; "samples": by its training samples
+    # (capped at the round's max_weight), as centralised training over the pooled data would.
+    weighting: str = "equal"
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,8 @@ def _validate(cfg: GatewayConfig) -> None:
         (1 <= p.min_quant_bits <= p.max_quant_bits <= 24, "policy: need 1 <= min_quant_bits <= "
          "max_quant_bits <= 24"),
         (p.max_clip > 0, "policy.max_clip must be > 0"),
+        (0 <= p.min_noise_multiplier <= 1000, "policy.min_noise_multiplier must be in [0, 1000]"),
+        (p.min_dp_threshold >= 1, "policy.min_dp_threshold must be >= 1"),
         (e.min_new_samples >= 0, "eligibility.min_new_samples must be >= 0"),
         (0 <= e.min_battery_pct <= 100, "eligibility.min_battery_pct must be 0..100"),
         (e.max_load_per_cpu > 0, "eligibility.max_load_per_cpu must be > 0"),
@@ -225,6 +234,7 @@ def _validate(cfg: GatewayConfig) -> None:
         (0 <= t.mu <= 100, "training.mu must be in [0, 100]"),
         (all(w >= 0 for w in t.class_weights), "training.class_weights must be >= 0"),
         (1 <= t.threads <= 64, "training.threads must be 1..64"),
+        (t.weighting in ("equal", "samples"), "training.weighting must be equal or samples"),
     ]
     for ok, message in checks:
         if not ok:

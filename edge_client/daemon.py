@@ -43,8 +43,8 @@ from edge_client.identity import (
     save_enrollment,
 )
 from edge_client.localdata import LocalData, StoreData
-from edge_client.secagg import GatewayPolicy, GatewayStage, SecAggGateway
-from native import keys, quant, topics, wire
+from edge_client.secagg import GatewayPolicy, GatewayStage, SecAggGateway, plain_levels
+from native import dp_params, keys, topics, wire
 from native.errors import FedgateError, ProtocolError, TransportError
 from native.transport import Delivery, Transport, TransportConfig
 
@@ -178,7 +178,10 @@ class GatewayDaemon:
         policy = GatewayPolicy(min_participants=pol.min_participants, min_degree=pol.min_degree,
                                min_threshold_fraction=pol.min_threshold_fraction,
                                min_quant_bits=pol.min_quant_bits,
-                               max_quant_bits=pol.max_quant_bits)
+                               max_quant_bits=pol.max_quant_bits,
+                               privacy=None if pol.min_noise_multiplier == 0 else
+                               dp_params.GatewayPolicy(pol.min_noise_multiplier,
+                                                       pol.min_dp_threshold))
         return SecAggGateway(self.enrollment.pid, self.identity, self.enrollment.server_key,
                              policy)
 
@@ -378,14 +381,26 @@ class GatewayDaemon:
             stats.model_bytes, stats.train_metrics = trained.model_bytes, trained.metrics
         if self.core.state.stage not in _AWAITING_UPDATE:
             return
-        seed = os.urandom(32)
+        seed, noise_seed = os.urandom(32), os.urandom(32)
+        weight = self._weight(trained.samples)
         if self.record_updates and self.core.state.config is not None:
-            c = self.core.state.config
-            self.quantized[self._round_no] = quant.quantize(trained.delta, c.clip, c.quant_bits,
-                                                            seed, ring_bits=c.ring_bits)
+            cfg = self.core.state.config
+            levels = plain_levels(trained.delta, cfg, self.core.state.round_id, seed, noise_seed)
+            # As it enters the sum: weighted in the ring.
+            self.quantized[self._round_no] = (
+                (levels.astype(np.uint64) * np.uint64(weight)) & np.uint64((1 << cfg.ring_bits) - 1)
+            ).astype(levels.dtype)
         self._trained_through = self.data.sample_count()
         self._feed(self._round_no, 0,
-                   lambda core: core.provide_update(trained.delta, 1, rounding_seed=seed))
+                   lambda core: core.provide_update(trained.delta, weight, rounding_seed=seed,
+                                                    noise_seed=noise_seed))
+
+    def _weight(self, samples: int) -> int:
+        """This gateway's weight in the round's average (the round caps it at max_weight)."""
+        cfg = self.core.state.config if self.core is not None else None
+        if cfg is None or self.config.training.weighting == "equal":
+            return 1
+        return max(1, min(int(samples), cfg.max_weight))
 
 
 def _wipe(core: SecAggGateway) -> None:

@@ -42,7 +42,12 @@ def _sim_config(args: argparse.Namespace) -> Any:
                  holdout=[r for r in (args.holdout or "").split(",") if r],
                  quant_bits=args.quant_bits, secagg=args.secagg, neighbours=args.neighbours,
                  clip=args.clip, epochs=args.epochs, lr=args.lr, mu=args.mu,
-                 strategy=args.strategy, server_lr=args.server_lr)
+                 strategy=args.strategy, server_lr=args.server_lr,
+                 server_lr_decay=args.server_lr_decay,
+                 server_lr_decay_from=args.server_lr_decay_from, weighting=args.weighting,
+                 dp_noise_multiplier=args.dp_noise_multiplier, dp_l2_clip=args.dp_l2_clip,
+                 dp_sampling_rate=args.dp_sampling_rate, dp_delta=args.dp_delta,
+                 dp_epsilon_budget=args.dp_epsilon_budget)
     if args.scenario is None:
         return SimConfig(**given)
     if "gateways" in given or "devices" in given:
@@ -77,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--mu", type=float, default=0.0, help="FedProx mu (0 = FedAvg)")
     sim.add_argument("--strategy", choices=["fedavg", "fedadam", "fedyogi"], default="fedavg")
     sim.add_argument("--server-lr", type=float, default=1.0, help="server learning rate")
+    sim.add_argument("--server-lr-decay", type=float, default=1.0,
+                     help="multiply the server lr by this from --server-lr-decay-from on")
+    sim.add_argument("--server-lr-decay-from", type=int, default=0,
+                     help="first round of the decayed server lr (0 = never)")
+    sim.add_argument("--weighting", choices=["equal", "samples"], default="equal",
+                     help="gateway weights in the average: equal, or by training samples")
+    sim.add_argument("--dp-noise-multiplier", type=float,
+                     help="distributed DP: summed noise / L2 sensitivity (default: no DP)")
+    sim.add_argument("--dp-l2-clip", type=float, default=1.0, help="DP: L2 clip of an update")
+    sim.add_argument("--dp-sampling-rate", type=float, default=1.0,
+                     help="DP: Poisson sampling rate of gateways per round")
+    sim.add_argument("--dp-delta", type=float, default=1e-5, help="DP: delta")
+    sim.add_argument("--dp-epsilon-budget", type=float,
+                     help="DP: stop training before epsilon would exceed this")
     sim.set_defaults(func=_sim)
     # Listed for --help only: main() hands "aggregator ..." to aggregator.cli untouched.
     sub.add_parser("aggregator", help="the aggregator service: fedgate aggregator serve")

@@ -72,6 +72,28 @@ class SimConfig:
     stage_timeout_s: float = 60.0
     strategy: Literal["fedavg", "fedadam", "fedyogi"] = "fedavg"
     server_lr: float = 1.0
+    server_lr_decay: float = 1.0
+    server_lr_decay_from: int = 0
+    weighting: Literal["equal", "samples"] = "equal"
+    # Distributed DP (None: off); the gateways' floor is set to the same noise multiplier.
+    dp_noise_multiplier: float | None = None
+    dp_l2_clip: float = 1.0
+    dp_sampling_rate: float = 1.0
+    dp_delta: float = 1e-5
+    dp_epsilon_budget: float | None = None
+
+    def dp_config(self) -> Any:
+        """The aggregator's DPConfig for these flags, or None."""
+        if self.dp_noise_multiplier is None:
+            return None
+        from aggregator.privacy import DPConfig
+        from native.errors import InputError
+
+        try:
+            return DPConfig(self.dp_noise_multiplier, self.dp_l2_clip, self.dp_sampling_rate,
+                            self.dp_delta, self.dp_epsilon_budget)
+        except InputError as exc:
+            raise ConfigError(f"--dp-*: {exc}") from exc
 
     def check(self) -> None:
         """Raise ConfigError on anything the simulation cannot run with."""
@@ -93,6 +115,12 @@ class SimConfig:
         if self.strategy not in ("fedavg", "fedadam", "fedyogi") or not 0 < self.server_lr <= 100:
             raise ConfigError("--strategy must be fedavg, fedadam or fedyogi, "
                               "and 0 < --server-lr <= 100")
+        if not 0 < self.server_lr_decay <= 1 or self.server_lr_decay_from < 0:
+            raise ConfigError("need 0 < --server-lr-decay <= 1 and --server-lr-decay-from >= 0")
+        if self.weighting not in ("equal", "samples"):
+            raise ConfigError("--weighting must be equal or samples")
+        if self.weighting == "samples" and self.dp_noise_multiplier is not None:
+            raise ConfigError("DP rounds are unweighted: --weighting samples needs no --dp-*")
         if self.secagg not in ("full", "plus"):
             raise ConfigError("--secagg must be full or plus")
         if self.neighbours is not None and (self.neighbours < 2 or self.neighbours % 2):
@@ -105,6 +133,7 @@ class SimConfig:
             raise ConfigError("need 1 <= --epochs <= 100, 0 < --lr <= 1, 0 <= --mu <= 100")
         if self.broker is not None and not self.broker.startswith(("mqtt://", "mqtts://")):
             raise ConfigError(f"--broker must be mqtt://host:port, got {self.broker!r}")
+        self.dp_config()
 
     @classmethod
     def from_scenario(cls, path: Path, **overrides: Any) -> SimConfig:
@@ -132,7 +161,7 @@ def broker_for(url: str | None) -> Iterator[str]:
 class AggregatorService:
     """The aggregator's app served by uvicorn on a loopback port, in a thread of this process."""
 
-    def __init__(self, workdir: Path, mqtt_url: str) -> None:
+    def __init__(self, workdir: Path, mqtt_url: str, dp: dict[str, Any] | None = None) -> None:
         from aggregator.app import create_app
         from aggregator.settings import AggregatorSettings
 
@@ -142,7 +171,7 @@ class AggregatorService:
             "admin_token": self.admin_token,
             "database_url": f"sqlite:///{workdir / 'aggregator.db'}",
             "signing_key_path": workdir / "aggregator-signing.key", "mqtt_url": mqtt_url,
-            "rounds": 0})
+            "rounds": 0, **(dp or {})})
         self.app = create_app(self.settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -193,11 +222,12 @@ def gateway_config(index: int, workdir: Path, broker_url: str, agg: AggregatorSe
                     "aggregator_url": agg.url, "label": f"sim-{index}",
                     "enrollment_code": agg.enrollment_code(f"sim-{index}"),
                     "reconnect_max_s": 5},
-        "policy": {"min_participants": min(3, n_gateways), "max_clip": max(1.0, cfg.clip)},
+        "policy": {"min_participants": min(3, n_gateways), "max_clip": max(1.0, cfg.clip),
+                   "min_noise_multiplier": cfg.dp_noise_multiplier or 0.0},
         # A recorded data set has no "new" samples; the sim's host is always eligible.
         "eligibility": {"min_new_samples": 0, "max_load_per_cpu": 1e6},
         "training": {"epochs": cfg.epochs, "lr": cfg.lr, "mu": cfg.mu, "batch_size": 64,
-                     "class_weights": list(cfg.class_weights)},
+                     "class_weights": list(cfg.class_weights), "weighting": cfg.weighting},
     }
 
 
@@ -304,7 +334,7 @@ def run_sim(cfg: SimConfig, progress: Progress | None = None) -> dict[str, Any]:
         say(f"broker {broker_url}; fleet {scenario.source}: {len(scenario.gateways)} gateways")
         ingestion = collect(scenario, workdir, broker_url, cfg.seconds, say)
         holdout = holdout_of(workdir)
-        agg = AggregatorService(workdir, broker_url)
+        agg = AggregatorService(workdir, broker_url, _dp_settings(cfg))
         agg.start()
         fleet = Fleet()
         try:
@@ -338,3 +368,12 @@ def scenario_summary(sc: Scenario) -> dict[str, Any]:
                         for g in sc.gateways},
             "dropouts": [asdict(d) for d in sc.dropouts],
             "stragglers": [asdict(s) for s in sc.stragglers]}
+
+
+def _dp_settings(cfg: SimConfig) -> dict[str, Any]:
+    """The aggregator settings of the DP flags (so /v1/privacy reports the policy)."""
+    if cfg.dp_noise_multiplier is None:
+        return {}
+    return {"dp_noise_multiplier": cfg.dp_noise_multiplier, "dp_l2_clip": cfg.dp_l2_clip,
+            "dp_sampling_rate": cfg.dp_sampling_rate, "dp_delta": cfg.dp_delta,
+            "dp_epsilon_budget": cfg.dp_epsilon_budget}
