@@ -210,7 +210,9 @@ class RoundDriver:
         res = evaluate(self.art, self.orch.params_of(version), inputs, labels)
         d = res.to_dict()
         return {"loss": d.get("loss"), "accuracy": d.get("accuracy"),
-                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size)}
+                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size),
+                "sensitivity": d.get("sensitivity"), "ppv": d.get("ppv"),
+                "confusion": d.get("confusion")}
 
     def _export(self) -> dict[str, Any]:
         import hashlib
