@@ -45,7 +45,9 @@ class RoundService:
         self.runner = RoundRunner(self.transport, SecAggServer(signing_key, {}), {}, db, metrics)
         self.orchestrator = Orchestrator(
             self.runner, db, registry, settings.model,
-            StrategyConfig(settings.strategy, server_lr=settings.server_lr),
+            StrategyConfig(settings.strategy, server_lr=settings.server_lr,
+                           decay=settings.server_lr_decay,
+                           decay_from_round=settings.server_lr_decay_from),
             SelectionConfig(settings.fraction, settings.min_participants,
                             settings.max_participants, settings.over_selection),
             {"quant_bits": settings.quant_bits, "clip": settings.clip}

@@ -153,7 +153,8 @@ class Orchestrator:
         if outcome.result is None:
             return RoundReport(outcome, base_version, None)
         delta = outcome.result.weighted_mean()
-        new_params, self.optimizer = apply(self.strategy, params, delta, self.optimizer)
+        new_params, self.optimizer = apply(self.strategy, params, delta, self.optimizer,
+                                           round_no)
         spent = None if ledger is None else ledger.spend(
             config["noise"].params(config["threshold"], int(params.size)))
         with self.db.session() as session:

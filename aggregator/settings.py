@@ -41,6 +41,8 @@ class AggregatorSettings(BaseSettings):
     model: str = "ecg"
     strategy: Literal["fedavg", "fedadam", "fedyogi"] = "fedavg"
     server_lr: float = Field(1.0, gt=0, le=100)
+    server_lr_decay: float = Field(1.0, gt=0, le=1, description="factor from the round below on")
+    server_lr_decay_from: int = Field(0, ge=0, description="first decayed round; 0 = never")
     min_participants: int = Field(3, ge=2, le=65536)
     max_participants: int = Field(256, ge=2, le=65536)
     fraction: float = Field(1.0, gt=0, le=1)

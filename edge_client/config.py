@@ -81,6 +81,9 @@ class TrainingSection:
     mu: float = 0.01
     class_weights: list[float] = field(default_factory=list)
     threads: int = 1
+    # "equal": every gateway counts once in the average; "samples": by its training samples
+    # (capped at the round's max_weight), as centralised training over the pooled data would.
+    weighting: str = "equal"
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ def _validate(cfg: GatewayConfig) -> None:
         (0 <= t.mu <= 100, "training.mu must be in [0, 100]"),
         (all(w >= 0 for w in t.class_weights), "training.class_weights must be >= 0"),
         (1 <= t.threads <= 64, "training.threads must be 1..64"),
+        (t.weighting in ("equal", "samples"), "training.weighting must be equal or samples"),
         (0 < v.holdout_fraction <= 0.5, "evaluation.holdout_fraction must be in (0, 0.5]"),
         (1 <= v.min_samples <= 1_000_000, "evaluation.min_samples must be 1..1000000"),
     ]

@@ -399,14 +399,25 @@ class GatewayDaemon:
         if self.core.state.stage not in _AWAITING_UPDATE:
             return
         seed, noise_seed = os.urandom(32), os.urandom(32)
+        weight = self._weight(trained.samples)
         if self.record_updates and self.core.state.config is not None:
-            self.quantized[self._round_no] = plain_levels(
-                trained.delta, self.core.state.config, self.core.state.round_id, seed,
-                noise_seed)
+            cfg = self.core.state.config
+            levels = plain_levels(trained.delta, cfg, self.core.state.round_id, seed, noise_seed)
+            # As it enters the sum: weighted in the ring.
+            self.quantized[self._round_no] = (
+                (levels.astype(np.uint64) * np.uint64(weight)) & np.uint64((1 << cfg.ring_bits) - 1)
+            ).astype(levels.dtype)
         self._trained_through = self.data.sample_count()
         self._feed(self._round_no, 0,
-                   lambda core: core.provide_update(trained.delta, 1, rounding_seed=seed,
+                   lambda core: core.provide_update(trained.delta, weight, rounding_seed=seed,
                                                     noise_seed=noise_seed))
+
+    def _weight(self, samples: int) -> int:
+        """This gateway's weight in the round's average (the round caps it at max_weight)."""
+        cfg = self.core.state.config if self.core is not None else None
+        if cfg is None or self.config.training.weighting == "equal":
+            return 1
+        return max(1, min(int(samples), cfg.max_weight))
 
 
 def _wipe(core: SecAggGateway) -> None:

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Gateways weighted by their training beats: a 30-minute record holds at most about 3,000.
+SAMPLE_WEIGHT_CAP = 4095
+
+
 class TimedServer(SecAggServer):
     """The server core, with the CPU time spent inside it accumulated (for the report)."""
 
@@ -87,10 +91,14 @@ class RoundDriver:
                                   state.metrics)
         n = len(self.gateways)
         self.secagg: dict[str, Any] = {"quant_bits": cfg.quant_bits, "clip": cfg.clip}
+        if cfg.weighting == "samples":
+            self.secagg["max_weight"] = SAMPLE_WEIGHT_CAP
         if cfg.secagg == "plus":
             self.secagg["degree"] = plus_degree(n, cfg.neighbours)
         self.orch = Orchestrator(self.runner, self.db, self.registry, "ecg",
-                                 StrategyConfig(cfg.strategy, server_lr=cfg.server_lr),
+                                 StrategyConfig(cfg.strategy, server_lr=cfg.server_lr,
+                                                decay=cfg.server_lr_decay,
+                                                decay_from_round=cfg.server_lr_decay_from),
                                  SelectionConfig(min_participants=min(3, n)), self.secagg,
                                  privacy=cfg.dp_config())
         spec = self.art.spec
@@ -202,7 +210,9 @@ class RoundDriver:
         res = evaluate(self.art, self.orch.params_of(version), inputs, labels)
         d = res.to_dict()
         return {"loss": d.get("loss"), "accuracy": d.get("accuracy"),
-                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size)}
+                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size),
+                "sensitivity": d.get("sensitivity"), "ppv": d.get("ppv"),
+                "confusion": d.get("confusion")}
 
     def _export(self) -> dict[str, Any]:
         import hashlib

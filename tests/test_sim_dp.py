@@ -59,3 +59,15 @@ def test_dp_flags_are_checked_before_anything_runs() -> None:
     with pytest.raises(ConfigError, match="--dp"):
         SimConfig(dp_noise_multiplier=1.0, dp_sampling_rate=0.0).check()
     SimConfig(dp_noise_multiplier=1.0).check()
+
+
+def test_sample_weighted_rounds_are_exact_and_dp_refuses_weights(tmp_path: Path) -> None:
+    cfg = SimConfig(out=tmp_path / "w", gateways=3, rounds=1, seconds=45.0, holdout_patients=1,
+                    seed=2, weighting="samples")
+    report = run_sim(cfg)
+    row = report["rounds"][0]
+    assert row["aggregate_exact"] is True and report["secagg"]["max_weight"] == 4095
+    with pytest.raises(ConfigError, match="unweighted"):
+        SimConfig(weighting="samples", dp_noise_multiplier=1.0).check()
+    with pytest.raises(ConfigError, match="weighting"):
+        SimConfig(weighting="by-age").check()  # type: ignore[arg-type]
