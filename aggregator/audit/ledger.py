@@ -11,8 +11,8 @@ and the DP ledger entry (``aggregator.privacy.PrivacyLedger.spend``). The audit
   whose epsilon is the entry's ``epsilon_round``; a version made without a DP round carries its
   parent's curve unchanged;
 - re-derives each DP round's RDP from its noise parameters (the most shares a sum can hold is
-  the round's ``selected`` count from ``/v1/rounds``, an unsigned record, so a failure to fetch
-  it is a note, not a finding);
+  the entry's signed ``max_participants``; for entries without it, the round's ``selected`` count
+  from ``/v1/rounds``, an unsigned record, so a failure to fetch it is a note, not a finding);
 - compares epsilon with the budget: above it is a finding.
 """
 
@@ -120,6 +120,11 @@ def _check_entry(entry: dict[str, Any]) -> tuple[list[str], float | None]:
 
 
 def _rederive(entry: dict[str, Any], selected: int | None) -> np.ndarray[Any, Any] | str:
+    # The signed entry names the most shares a sum can hold; older entries did not, and then
+    # the round's (unsigned) selected count stands in.
+    signed_most = entry.get("max_participants")
+    if isinstance(signed_most, int) and not isinstance(signed_most, bool):
+        selected = signed_most
     if selected is None:
         return "not re-derived: the round's selected count is not available"
     try:

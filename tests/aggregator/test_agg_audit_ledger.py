@@ -52,7 +52,12 @@ def test_a_true_ledger_verifies_and_every_round_is_rederived(rate: float) -> Non
     assert [r["check"] for r in out["series"]] == ["re-derived from the noise parameters"] * 2
     assert out["dp"]["epsilon_recomputed"] == pytest.approx(entries[-1]["epsilon"], rel=1e-12)
     assert out["dp"]["budget"] == "no budget set" and out["clip"] == 0.05
-    # Without the round records the re-derivation is a note, not a finding.
+    # The signed max_participants is enough: no round records needed.
+    out = audit(entries, selected=None)
+    assert out["ok"] and out["series"][0]["check"] == "re-derived from the noise parameters"
+    # An older entry without it, and no round records: the re-derivation is a note, not a finding.
+    for entry in entries:
+        entry.pop("max_participants")
     out = audit(entries, selected=None)
     assert out["ok"] and out["series"][0]["check"].startswith("not re-derived")
 
