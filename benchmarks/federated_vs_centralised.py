@@ -82,7 +82,9 @@ def main() -> None:
                             holdout=held, rounds=args.rounds, epochs=args.epochs, lr=args.lr,
                             clip=args.clip, mu=args.mu, weighting=args.weighting,
                             server_lr_decay=args.server_lr_decay,
-                            server_lr_decay_from=args.server_lr_decay_from)
+                            server_lr_decay_from=args.server_lr_decay_from,
+                            # the same beats as centralised training: no local evaluation hold-out
+                            eval_holdout=0.0)
             report = run_sim(cfg, progress=lambda line: print(line, file=sys.stderr))
             final = report["final"]["metrics"]
             folds.append({"held_out": held, "macro_f1": final["macro_f1"],
