@@ -114,7 +114,7 @@ def main() -> None:
         for name in names:  # refuse bad values before anything starts
             case_config(name, CASES[name], 1, args.seconds, Path("."))
     except ConfigError as exc:
-        parser.error(str(exc).replace("need 30 <= seconds", "need 30 <= --seconds"))
+        parser.error(str(exc))
     if find_mosquitto() is None:
         raise SystemExit("bench_e2e needs the mosquitto binary (apt install mosquitto)")
     load_before = os.getloadavg()

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nacl.signing
+import numpy as np
 import numpy.typing as npt
 
 from edge_client import eligibility
 from edge_client.config import GatewayConfig
 from edge_client.enroll import AggregatorClient
+from edge_client.evaluation import LocalEvaluation, split
 from edge_client.identity import (
     KEY_FILE,
     Enrollment,
@@ -41,9 +43,9 @@ from edge_client.identity import (
     save_enrollment,
 )
 from edge_client.localdata import LocalData, StoreData
-from edge_client.secagg import GatewayPolicy, GatewayStage, SecAggGateway
+from edge_client.secagg import GatewayPolicy, GatewayStage, SecAggGateway, plain_levels
 from edge_client.training import RoundTrainer, Trained
-from native import keys, quant, topics, wire
+from native import dp_params, keys, topics, wire
 from native.errors import FedgateError, ProtocolError, TransportError
 from native.transport import Delivery, Transport, TransportConfig
 
@@ -110,6 +112,7 @@ class GatewayDaemon:
         self.train_pool = train_pool
         self._client = AggregatorClient(config.gateway.aggregator_url,
                                         config.gateway.http_timeout_s)
+        self.evaluation = LocalEvaluation(config.evaluation, self._client)
         self._n_params = 0
         self._artifacts: Any = None
         self._trained_through = 0
@@ -156,7 +159,8 @@ class GatewayDaemon:
         self._trainer = RoundTrainer(
             client=self._client, server_key=self.enrollment.server_key,
             model=self.config.gateway.model, artifacts=self._artifacts, n_params=self._n_params,
-            data=self.data, training=self.config.training, pool=self.train_pool)
+            data=self.data, training=self.config.training, pool=self.train_pool,
+            holdout_fraction=self.evaluation.fraction, score=self._score)
         self.core = self._new_core()
         self.transport = self._connect()
 
@@ -181,7 +185,10 @@ class GatewayDaemon:
         policy = GatewayPolicy(min_participants=pol.min_participants, min_degree=pol.min_degree,
                                min_threshold_fraction=pol.min_threshold_fraction,
                                min_quant_bits=pol.min_quant_bits,
-                               max_quant_bits=pol.max_quant_bits)
+                               max_quant_bits=pol.max_quant_bits,
+                               privacy=None if pol.min_noise_multiplier == 0 else
+                               dp_params.GatewayPolicy(pol.min_noise_multiplier,
+                                                       pol.min_dp_threshold))
         return SecAggGateway(self.enrollment.pid, self.identity, self.enrollment.server_key,
                              policy)
 
@@ -332,6 +339,24 @@ class GatewayDaemon:
         if stats is not None:
             stats.error = message
 
+    def _score(self, model: Any, holdout: Any) -> None:
+        """Federated evaluation of the round's global model, before the fit (training thread)."""
+        assert self.identity is not None
+        self.evaluation.report(artifacts=self._artifacts, identity=self.identity,
+                               gateway_id=self.gateway_id, model=model, holdout=holdout)
+
+    def evaluate_latest(self) -> None:
+        """Score the newest global model on the hold-out without training: a version no later
+        round downloads (a fleet's final model) is evaluated this way. Safe from another thread
+        while no round trains; returns once the report is delivered or delivery failed."""
+        assert self.enrollment is not None and self.identity is not None
+        model = self._client.latest_model(self.enrollment.server_key, self.config.gateway.model,
+                                          self._n_params)
+        _, holdout = split(self.data, self.evaluation.fraction)
+        self.evaluation.report(artifacts=self._artifacts, identity=self.identity,
+                               gateway_id=self.gateway_id, model=model, holdout=holdout)
+        self.evaluation.wait_delivered(2 * self.config.gateway.http_timeout_s)
+
     # -- training ----------------------------------------------------------------------------------
 
     def _collect_training(self) -> None:
@@ -354,14 +379,26 @@ class GatewayDaemon:
             stats.model_bytes, stats.train_metrics = trained.model_bytes, trained.metrics
         if self.core.state.stage not in _AWAITING_UPDATE:
             return
-        seed = os.urandom(32)
+        seed, noise_seed = os.urandom(32), os.urandom(32)
+        weight = self._weight(trained.samples)
         if self.record_updates and self.core.state.config is not None:
-            c = self.core.state.config
-            self.quantized[self._round_no] = quant.quantize(trained.delta, c.clip, c.quant_bits,
-                                                            seed, ring_bits=c.ring_bits)
+            cfg = self.core.state.config
+            levels = plain_levels(trained.delta, cfg, self.core.state.round_id, seed, noise_seed)
+            # As it enters the sum: weighted in the ring.
+            self.quantized[self._round_no] = (
+                (levels.astype(np.uint64) * np.uint64(weight)) & np.uint64((1 << cfg.ring_bits) - 1)
+            ).astype(levels.dtype)
         self._trained_through = self.data.sample_count()
         self._feed(self._round_no, 0,
-                   lambda core: core.provide_update(trained.delta, 1, rounding_seed=seed))
+                   lambda core: core.provide_update(trained.delta, weight, rounding_seed=seed,
+                                                    noise_seed=noise_seed))
+
+    def _weight(self, samples: int) -> int:
+        """This gateway's weight in the round's average (the round caps it at max_weight)."""
+        cfg = self.core.state.config if self.core is not None else None
+        if cfg is None or self.config.training.weighting == "equal":
+            return 1
+        return max(1, min(int(samples), cfg.max_weight))
 
 
 def _wipe(core: SecAggGateway) -> None:

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from edge_client.config import TrainingSection
 from edge_client.enroll import AggregatorClient
+from edge_client.evaluation import split
 from edge_client.localdata import LocalData
 
 if TYPE_CHECKING:
@@ -99,11 +100,16 @@ class RoundTrainer:
 
     def __init__(self, *, client: AggregatorClient, server_key: bytes, model: str,
                  artifacts: Artifacts, n_params: int, data: LocalData, training: TrainingSection,
-                 pool: Executor | None = None) -> None:
+                 pool: Executor | None = None, holdout_fraction: float = 0.0,
+                 score: Callable[[Any, Any], None] | None = None) -> None:
         self.client, self.server_key, self.model = client, server_key, model
         self.artifacts, self.n_params, self.data = artifacts, n_params, data
         self.training = training
         self.pool = pool
+        # Federated evaluation: the newest share of the beats is never trained on; ``score``
+        # gets the downloaded model and that hold-out before the fit.
+        self.holdout_fraction = holdout_fraction
+        self.score = score
 
     def start(self, round_no: int, mark: Mark) -> Future[Trained]:
         """Train on a daemon thread: onnxruntime cannot be interrupted, and a SIGTERM must not
@@ -129,7 +135,9 @@ class RoundTrainer:
         model = self.client.latest_model(self.server_key, self.model, self.n_params)
         downloaded = time.perf_counter()
         mark("downloaded")
-        inputs, labels = self.data.dataset()
+        (inputs, labels), holdout = split(self.data, self.holdout_fraction)
+        if self.score is not None:
+            self.score(model, holdout)
         mark("data")
         t = self.training
         config = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, mu=t.mu,

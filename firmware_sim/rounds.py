@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from aggregator.db import Gateway
 from aggregator.orchestrator import Orchestrator, SelectionConfig
+from aggregator.privacy import BudgetExhaustedError
 from aggregator.round_runner import RoundRunner
 from aggregator.secagg import Outbound, SecAggServer
 from aggregator.signing import load_or_create_signing_key
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from firmware_sim.sim import AggregatorService, Fleet, SimConfig
 
 log = logging.getLogger(__name__)
+
+
+# Gateways weighted by their training beats: a 30-minute record holds at most about 3,000.
+SAMPLE_WEIGHT_CAP = 4095
 
 
 class TimedServer(SecAggServer):
@@ -98,11 +103,16 @@ class RoundDriver:
                                   state.metrics)
         n = len(self.gateways)
         self.secagg: dict[str, Any] = {"quant_bits": cfg.quant_bits, "clip": cfg.clip}
+        if cfg.weighting == "samples":
+            self.secagg["max_weight"] = SAMPLE_WEIGHT_CAP
         if cfg.secagg == "plus":
             self.secagg["degree"] = plus_degree(n, cfg.neighbours)
         self.orch = Orchestrator(self.runner, self.db, self.registry, cfg.model,
-                                 StrategyConfig(cfg.strategy, server_lr=cfg.server_lr),
-                                 SelectionConfig(min_participants=min(3, n)), self.secagg)
+                                 StrategyConfig(cfg.strategy, server_lr=cfg.server_lr,
+                                                decay=cfg.server_lr_decay,
+                                                decay_from_round=cfg.server_lr_decay_from),
+                                 SelectionConfig(min_participants=min(3, n)), self.secagg,
+                                 privacy=cfg.dp_config())
         spec = self.art.spec
         self.orch.ensure_initial(graph.flatten(spec, graph.initial_params(spec)))
 
@@ -118,7 +128,11 @@ class RoundDriver:
             say(f"round 0: held-out macro-F1 {initial['macro_f1']:.3f}")
             rounds = []
             for _ in range(self.cfg.rounds):
-                row = self.run_round()
+                try:
+                    row = self.run_round()
+                except BudgetExhaustedError as exc:
+                    say(f"training stops: {exc}")
+                    break
                 rounds.append(row)
                 say(_progress_line(row, self.cfg.rounds))
             final = self._export()
@@ -162,6 +176,7 @@ class RoundDriver:
             row["aggregate_exact"] = self.exact(out.round_no, out.result)
         if rep.new_version is not None:
             row["metrics"] = self._evaluate(rep.new_version)
+            row["privacy"] = self._privacy(rep.new_version)
         self.runner.idle(0.2)  # presence updates that arrived at the end of the round
         return row
 
@@ -175,6 +190,16 @@ class RoundDriver:
         expected = mask.ring_sum(np.stack(qs), bits)  # type: ignore[arg-type]
         return bool(np.array_equal(result.total, expected))
 
+    def _privacy(self, version: int) -> dict[str, Any] | None:
+        """Epsilon of the round and so far, from the version's signed ledger entry."""
+        with self.db.session() as session:
+            row = self.registry.get(session, version)
+            entry = None if row is None else (row.privacy or {}).get("dp")
+        if not entry:
+            return None
+        return {k: entry[k] for k in ("epsilon_round", "epsilon", "delta", "noise_multiplier",
+                                      "l2_clip", "sampling_rate", "rounds")}
+
     def _evaluate(self, version: int) -> dict[str, Any]:
         from models.evaluate import evaluate
 
@@ -182,7 +207,9 @@ class RoundDriver:
         res = evaluate(self.art, self.orch.params_of(version), inputs, labels)
         d = res.to_dict()
         return {"loss": d.get("loss"), "accuracy": d.get("accuracy"),
-                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size)}
+                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size),
+                "sensitivity": d.get("sensitivity"), "ppv": d.get("ppv"),
+                "confusion": d.get("confusion")}
 
     def _export(self) -> dict[str, Any]:
         import hashlib

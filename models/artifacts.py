@@ -1,8 +1,9 @@
 """Training artifacts: generated from code, cached by the hash of the model definition.
 
-Layout: ``<cache>/<name>-v<version>-<definition sha256[:16]>/`` with the four files of
-``onnxruntime.training.artifacts.generate_artifacts`` plus ``manifest.json``. A folder is written
-under a temporary name and renamed into place, so a crash never leaves a half-written cache entry.
+Layout: ``<cache>/<name>-v<version>-w<wire version>-<definition sha256[:16]>/`` with the four
+files of ``onnxruntime.training.artifacts.generate_artifacts`` plus ``manifest.json``. A folder
+is written under a temporary name and renamed into place, so a crash never leaves a half-written
+cache entry.
 Loading from the cache imports neither ``onnx`` nor torch.
 
 The training graph's loss is class-weighted softmax cross-entropy plus the FedProx term
@@ -32,6 +33,7 @@ from models.graph import Spec
 from models.manifest import (
     ARTIFACT_FILES,
     MANIFEST_FILE,
+    WIRE_VERSION,
     Manifest,
     file_sha256,
     read_manifest,
@@ -80,7 +82,8 @@ def default_cache_dir() -> Path:
 
 
 def _folder_name(spec: Spec) -> str:
-    return f"{spec.name}-v{spec.version}-{graph.definition_hash(spec)[:16]}"
+    # The wire version is part of every manifest: a new one means new artifacts, not a mismatch.
+    return f"{spec.name}-v{spec.version}-w{WIRE_VERSION}-{graph.definition_hash(spec)[:16]}"
 
 
 def _loss_block(spec: Spec) -> Any:

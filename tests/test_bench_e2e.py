@@ -12,8 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--seconds", "5"], "30 <= --seconds"),
-    (["--seconds", "nan"], "30 <= --seconds"),
+    (["--seconds", "5"], "--seconds of signal per device must be 30"),
+    (["--seconds", "nan"], "--seconds of signal per device must be 30"),
     (["--seconds", "many"], "invalid float value"),
     (["--case", "nope"], "invalid choice"),
     (["--rounds", "3"], "unrecognized arguments"),

@@ -265,7 +265,8 @@ def test_orchestrated_rounds_produce_signed_lineage(mosquitto: MosquittoBroker,
     latest = service.get("/v1/models/latest").json()
     assert latest["lineage"] == [3, 2, 1] and latest["round_id"] == 2
     assert latest["config"]["strategy"]["name"] == "fedadam"
-    assert latest["privacy"] == {"clip": 0.1, "quant_bits": 8, "secure_aggregation": True}
+    assert latest["privacy"] == {"clip": 0.1, "quant_bits": 8, "secure_aggregation": True,
+                                 "dp": None}
     assert service.get("/v1/rounds/2").json()["model_version"] == 3
     import onnx
 
