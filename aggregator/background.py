@@ -18,6 +18,7 @@ from sqlalchemy import select
 from aggregator.db import Database, Gateway
 from aggregator.metrics import Metrics
 from aggregator.orchestrator import Orchestrator, SelectionConfig
+from aggregator.privacy import BudgetExhaustedError
 from aggregator.registry import ModelRegistry
 from aggregator.round_runner import RoundRunner, RunnerStopped
 from aggregator.secagg import SecAggServer
@@ -44,15 +45,19 @@ class RoundService:
         self.runner = RoundRunner(self.transport, SecAggServer(signing_key, {}), {}, db, metrics)
         self.orchestrator = Orchestrator(
             self.runner, db, registry, settings.model,
-            StrategyConfig(settings.strategy, server_lr=settings.server_lr),
+            StrategyConfig(settings.strategy, server_lr=settings.server_lr,
+                           decay=settings.server_lr_decay,
+                           decay_from_round=settings.server_lr_decay_from),
             SelectionConfig(settings.fraction, settings.min_participants,
                             settings.max_participants, settings.over_selection),
             {"quant_bits": settings.quant_bits, "clip": settings.clip}
             | ({"degree": settings.secagg_degree} if settings.secagg_degree else {}),
+            privacy=settings.dp_config(),
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fedgate-rounds", daemon=True)
         self.completed = 0
+        self.budget_exhausted = ""
 
     def start(self) -> None:
         self._thread.start()
@@ -83,6 +88,11 @@ class RoundService:
                     if report.new_version is not None:
                         self.metrics.model_versions.set(report.new_version)
                 except RunnerStopped:
+                    return
+                except BudgetExhaustedError as exc:
+                    # No further round may be released; the models so far stay served.
+                    log.warning("training stops: %s", exc)
+                    self.budget_exhausted = str(exc)
                     return
                 except FedgateError as exc:
                     log.warning("round failed: %s", exc)

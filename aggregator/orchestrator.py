@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from aggregator.db import Database, ModelVersion, Round
+from aggregator.privacy import DPConfig, PrivacyLedger, poisson_select
 from aggregator.registry import ModelRegistry
 from aggregator.round_runner import RoundOutcome, RoundRunner
 from aggregator.strategy import F32, OptimizerState, StrategyConfig, apply
@@ -74,7 +76,7 @@ class Orchestrator:
 
     def __init__(self, runner: RoundRunner, db: Database, registry: ModelRegistry, model: str,
                  strategy: StrategyConfig, selection: SelectionConfig,
-                 secagg: dict[str, Any]) -> None:
+                 secagg: dict[str, Any], privacy: DPConfig | None = None) -> None:
         self.runner = runner
         self.db = db
         self.registry = registry
@@ -84,6 +86,20 @@ class Orchestrator:
         self.secagg = dict(secagg)
         # Adaptive-optimizer moments live in memory: after a restart they start again from zero.
         self.optimizer = OptimizerState()
+        self.privacy = privacy
+        self._ledger: PrivacyLedger | None = None
+
+    @property
+    def ledger(self) -> PrivacyLedger | None:
+        """The privacy ledger, rebuilt from the latest signed version on first use."""
+        if self.privacy is None:
+            return None
+        if self._ledger is None:
+            with self.db.session() as session:
+                latest = self.registry.latest(session)
+                stored = None if latest is None else dict(latest.privacy)
+            self._ledger = PrivacyLedger(self.privacy, stored)
+        return self._ledger
 
     def ensure_initial(self, params: F32) -> int:
         """Register ``params`` as version 1 when the registry is empty; return the latest."""
@@ -115,7 +131,13 @@ class Orchestrator:
             return int(session.scalar(select(func.max(Round.id))) or 0) + 1
 
     def run_round(self, candidates: Sequence[int], stage_timeout_s: float) -> RoundReport:
-        """Run one round on the latest version; register the result if the round completes."""
+        """Run one round on the latest version; register the result if the round completes.
+
+        ``extra["timings"]`` splits the call's wall time: ``setup_s`` (base version, selection),
+        ``aggregate_s`` (the secure-aggregation round over MQTT) and ``update_s`` (server
+        strategy, inference model, signed registration).
+        """
+        started = time.monotonic()
         with self.db.session() as session:
             base = self.registry.latest(session)
             if base is None:
@@ -123,29 +145,56 @@ class Orchestrator:
             base_version = base.version
         params = self.params_of(base_version)
         round_no = self.next_round_no()
-        participants = select_participants(candidates, self.selection)
+        config = dict(self.secagg, vector_len=int(params.size))
+        ledger = self.ledger
+        if ledger is None:
+            participants = select_participants(candidates, self.selection)
+        else:
+            sel = self.selection
+            participants = poisson_select(candidates, ledger.config.sampling_rate,
+                                          sel.min_participants, sel.max_participants)
+            config.update(self._noise_config(ledger, len(participants), int(params.size)))
+            ledger.check_budget(config["noise"].params(config["threshold"], int(params.size)))
+        opened = time.monotonic()
         outcome = self.runner.run(round_no, participants, stage_timeout_s=stage_timeout_s,
-                                  vector_len=int(params.size), **self.secagg)
+                                  **config)
+        aggregated = time.monotonic()
+        timings = {"setup_s": opened - started, "aggregate_s": aggregated - opened}
         if outcome.result is None:
-            return RoundReport(outcome, base_version, None)
+            return RoundReport(outcome, base_version, None, {"timings": timings})
         delta = outcome.result.weighted_mean()
-        new_params, self.optimizer = apply(self.strategy, params, delta, self.optimizer)
+        new_params, self.optimizer = apply(self.strategy, params, delta, self.optimizer,
+                                           round_no)
+        spent = None if ledger is None else ledger.spend(
+            config["noise"].params(config["threshold"], int(params.size)))
         with self.db.session() as session:
             row = self._register(session, new_params, parent=base_version, round_no=round_no,
-                                 participants=len(outcome.result.included))
+                                 participants=len(outcome.result.included), dp=spent)
             version = row.version
             stored = session.get(Round, round_no)
             if stored is not None:
                 stored.model_version = version
         log.info("round %d -> model version %d", round_no, version)
-        return RoundReport(outcome, base_version, version)
+        timings["update_s"] = time.monotonic() - aggregated
+        return RoundReport(outcome, base_version, version, {"timings": timings})
+
+    def _noise_config(self, ledger: PrivacyLedger, n: int, vector_len: int) -> dict[str, Any]:
+        """Threshold, unweighted ring and the planned noise of a DP round among n gateways."""
+        degree = int(self.secagg.get("degree") or n - 1)
+        degree = n - 1 if degree >= n - 1 else degree
+        threshold = int(self.secagg.get("threshold") or (degree + 1) // 2 + 1)
+        clip = ledger.config.coordinate_clip(vector_len)
+        noise = ledger.plan(quant_bits=int(self.secagg.get("quant_bits", 8)), clip=clip,
+                            vector_len=vector_len, threshold=threshold, participants=n)
+        return {"degree": degree, "threshold": threshold, "max_weight": 1, "noise": noise,
+                "clip": clip}
 
     def _register(self, session: Any, params: F32, *, parent: int | None, round_no: int | None,
-                  participants: int) -> ModelVersion:
+                  participants: int, dp: dict[str, Any] | None = None) -> ModelVersion:
         from models.export import inference_model_bytes
 
         flat = np.ascontiguousarray(params, dtype="<f4")
-        return self.registry.register(
+        return self.registry.register(  # privacy["dp"]: the signed ledger entry
             session, inference=inference_model_bytes(self.model, flat),
             checkpoint=flat.tobytes(), parent=parent, round_id=round_no,
             participants=participants,
@@ -154,5 +203,10 @@ class Orchestrator:
                     "secagg": {k: v for k, v in self.secagg.items() if k != "clip"}},
             privacy={"clip": float(self.secagg.get("clip", 1.0)),
                      "quant_bits": int(self.secagg.get("quant_bits", 8)),
-                     "secure_aggregation": True},
+                     "secure_aggregation": True, "dp": dp or self._carried_dp(session)},
         )
+
+    def _carried_dp(self, session: Any) -> dict[str, Any] | None:
+        """A version made without a DP round (the first one) carries the ledger as it stands."""
+        latest = self.registry.latest(session)
+        return None if latest is None else latest.privacy.get("dp")

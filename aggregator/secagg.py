@@ -20,7 +20,8 @@ import nacl.signing
 import numpy as np
 import numpy.typing as npt
 
-from native import keys, mask, quant, shamir, wire
+from native import dp_decode, keys, mask, quant, shamir, wire
+from native.dp_params import ring_bits_with_noise
 from native.errors import (
     DuplicateError,
     FedgateError,
@@ -74,10 +75,17 @@ class AggregateResult:
     included: tuple[int, ...]
     clip: float
     quant_bits: int
+    noise: wire.RoundNoise | None = None
+    ring_bits: int = 0
+    vector_len: int = 0
+    rotation_seed: bytes = b""
 
     def weighted_sum(self) -> npt.NDArray[np.float32]:
-        """Estimate of sum_i w_i x_i (dequantized)."""
-        return quant.dequantize(self.total, self.weight_total, self.clip, self.quant_bits)
+        """Estimate of sum_i w_i x_i (dequantized; for a DP round the noisy sum, unrotated)."""
+        if self.noise is None:
+            return quant.dequantize(self.total, self.weight_total, self.clip, self.quant_bits)
+        return dp_decode.noisy_sum(self.total, self.weight_total, self.clip, self.quant_bits,
+                                   self.ring_bits, self.rotation_seed, self.vector_len)
 
     def weighted_mean(self) -> npt.NDArray[np.float32]:
         """Estimate of sum_i w_i x_i / sum_i w_i; the aggregator never sees any single w_i."""
@@ -146,8 +154,13 @@ class SecAggServer:
         max_weight: int = 1,
         clip: float = 1.0,
         round_id: bytes | None = None,
+        noise: wire.RoundNoise | None = None,
     ) -> Outbound:
-        """Start a round: draws the round id and graph seed (CSPRNG), returns the signed config."""
+        """Start a round: draws the round id and graph seed (CSPRNG), returns the signed config.
+
+        With ``noise`` the round is a distributed-DP round (unweighted; the ring defaults to the
+        smallest width that holds the levels and the noise tail, densely packed).
+        """
         pids = sorted(participants)
         unknown = [p for p in pids if p not in self.enrolled]
         if unknown:
@@ -155,6 +168,12 @@ class SecAggServer:
         n = len(pids)
         degree = n - 1 if degree is None else degree
         threshold = (degree + 1) // 2 + 1 if threshold is None else threshold
+        if ring_bits is None and noise is not None:
+            try:
+                ring_bits = ring_bits_with_noise(
+                    quant_bits, n, noise.params(threshold, vector_len))
+            except FedgateError as exc:
+                raise InputError(f"invalid round parameters: {exc}") from exc
         if ring_bits is None:
             # Byte-aligned widths keep packing a plain copy; pass ring_bits to save the last bits.
             ring_bits = min(32, -(-quant.ring_bits_for(quant_bits, n * max_weight) // 8) * 8)
@@ -168,6 +187,7 @@ class SecAggServer:
             vector_len,
             os.urandom(32),
             tuple(wire.Participant(p, self.enrolled[p]) for p in pids),
+            noise,
         )
         try:
             cfg.validate()
@@ -297,9 +317,9 @@ class SecAggServer:
                 ProtocolError(f"ring width {msg.ring_bits}, round uses {cfg.ring_bits}"),
                 "wrong_width",
             )
-        if msg.count != cfg.vector_len + 1:
+        if msg.count != cfg.masked_len:
             raise _tag(
-                ProtocolError(f"{msg.count} ring elements, expected {cfg.vector_len + 1}"),
+                ProtocolError(f"{msg.count} ring elements, expected {cfg.masked_len}"),
                 "wrong_length",
             )
         vec = msg.values()
@@ -378,13 +398,17 @@ class SecAggServer:
             return self._abort(str(exc))
         assert st.accumulator is not None
         mask.apply_masks(st.accumulator, add, sub, cfg.ring_bits)
-        d = cfg.vector_len
+        d = cfg.masked_len - 1
         st.result = AggregateResult(
             st.accumulator[:d].copy(),
             int(st.accumulator[d]),
             st.survivors,
             cfg.clip,
             cfg.quant_bits,
+            cfg.noise,
+            cfg.ring_bits,
+            cfg.vector_len,
+            b"" if cfg.noise is None else wire.rotation_seed(cfg.graph_seed, st.round_id),
         )
         st.stage = ServerStage.DONE
         return [Outbound(None, self._send(wire.RoundResult(0, st.survivors, "")))]

@@ -1,18 +1,22 @@
 """The aggregator's settings: one pydantic-settings class, read from ``FEDGATE_AGG_*`` variables.
 
 Built once in ``aggregator.cli`` (or by a test) and passed to ``create_app``; nothing reads the
-environment anywhere else. Privacy and quantization parameters are deliberately absent: they
-travel in the signed round config, never in environment variables.
+environment anywhere else. The privacy and quantization settings here are the operator's policy
+for the rounds this aggregator runs; gateways never read them from an environment: they receive
+them inside each signed round config and check them against their own floor.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from aggregator.privacy import DPConfig
 
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -37,6 +41,8 @@ class AggregatorSettings(BaseSettings):
     model: str = "ecg"
     strategy: Literal["fedavg", "fedadam", "fedyogi"] = "fedavg"
     server_lr: float = Field(1.0, gt=0, le=100)
+    server_lr_decay: float = Field(1.0, gt=0, le=1, description="factor from the round below on")
+    server_lr_decay_from: int = Field(0, ge=0, description="first decayed round; 0 = never")
     min_participants: int = Field(3, ge=2, le=65536)
     max_participants: int = Field(256, ge=2, le=65536)
     fraction: float = Field(1.0, gt=0, le=1)
@@ -46,6 +52,15 @@ class AggregatorSettings(BaseSettings):
     quant_bits: int = Field(8, ge=2, le=24)
     clip: float = Field(1.0, gt=0, le=1e6)
     secagg_degree: int | None = Field(None, ge=2, description="SecAgg+ neighbours; None = all")
+    # Distributed DP (docs/privacy.md): off unless a noise multiplier is set.
+    dp_noise_multiplier: float | None = Field(None, gt=0, le=1000,
+                                              description="summed noise / L2 sensitivity")
+    dp_l2_clip: float = Field(1.0, gt=0, le=1e6, description="L2 clip of a gateway's update")
+    dp_sampling_rate: float = Field(1.0, gt=0, le=1, description="Poisson rate per gateway")
+    dp_delta: float = Field(1e-5, gt=0, lt=1)
+    dp_epsilon_budget: float | None = Field(None, gt=0, le=1e6,
+                                            description="no round once it would be exceeded")
+    dp_mechanism: Literal["ddg", "skellam"] = "ddg"
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
 
@@ -55,3 +70,12 @@ class AggregatorSettings(BaseSettings):
         if value is not None and not _SCHEMA.fullmatch(value):
             raise ValueError("database_schema must be a lowercase SQL identifier")
         return value
+
+    def dp_config(self) -> DPConfig | None:
+        """The privacy policy of the rounds, or None when DP is off."""
+        if self.dp_noise_multiplier is None:
+            return None
+        from aggregator.privacy import DPConfig
+
+        return DPConfig(self.dp_noise_multiplier, self.dp_l2_clip, self.dp_sampling_rate,
+                        self.dp_delta, self.dp_epsilon_budget, self.dp_mechanism)

@@ -30,6 +30,16 @@ class StrategyConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
+    # Step decay: from round ``decay_from_round`` on (0 = never) the server lr is multiplied by
+    # ``decay``. With FedAvg, x <- x + lr d at lr < 1 is an exponential average of the rounds'
+    # client models, which damps the round-to-round swing of non-IID clients late in training.
+    decay: float = 1.0
+    decay_from_round: int = 0
+
+    def lr_for(self, round_no: int) -> float:
+        """The server learning rate of round ``round_no``."""
+        late = self.decay_from_round > 0 and round_no >= self.decay_from_round
+        return self.server_lr * (self.decay if late else 1.0)
 
     def __post_init__(self) -> None:
         if self.name not in ("fedavg", "fedadam", "fedyogi"):
@@ -38,6 +48,9 @@ class StrategyConfig:
             raise InputError(f"server_lr must be finite and > 0, got {self.server_lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.tau > 0):
             raise InputError("need 0 <= beta1, beta2 < 1 and tau > 0")
+        if not (np.isfinite(self.decay) and 0 < self.decay <= 1) or not (
+                isinstance(self.decay_from_round, int) and self.decay_from_round >= 0):
+            raise InputError("need 0 < decay <= 1 and an integer decay_from_round >= 0")
 
 
 @dataclass
@@ -59,11 +72,11 @@ def _check(name: str, x: object, size: int | None = None) -> F32:
 
 
 def apply(config: StrategyConfig, params: F32, mean_delta: F32,
-          state: OptimizerState) -> tuple[F32, OptimizerState]:
+          state: OptimizerState, round_no: int = 0) -> tuple[F32, OptimizerState]:
     """New global parameters from the old ones and the round's mean client delta."""
     x = _check("params", params)
     d = _check("mean_delta", mean_delta, x.size)
-    lr = np.float32(config.server_lr)
+    lr = np.float32(config.lr_for(round_no))
     if config.name == "fedavg":
         return (x + lr * d).astype(np.float32), state
     b1, b2 = np.float32(config.beta1), np.float32(config.beta2)

@@ -1,7 +1,7 @@
 """The gateway daemon's configuration: one TOML file, overridable from the environment.
 
 Every setting lives in a section of the file (``[gateway]``, ``[policy]``, ``[eligibility]``,
-``[training]``). ``FEDGATE_<SECTION>__<KEY>`` overrides a key, e.g.
+``[training]``, ``[evaluation]``). ``FEDGATE_<SECTION>__<KEY>`` overrides a key, e.g.
 ``FEDGATE_GATEWAY__BROKER_URL=mqtt://broker:1883``, so a container or a systemd drop-in can change
 one value without editing the file. Unknown sections or keys, values of the wrong type and
 out-of-range values all raise ``ConfigError`` naming the offending key; nothing is silently
@@ -55,6 +55,10 @@ class PolicySection:
     min_quant_bits: int = 2
     max_quant_bits: int = 24
     max_clip: float = 100.0
+    # Differential privacy floor: > 0 refuses every round whose summed noise is below this many
+    # times its L2 sensitivity (and every round without noise); 0 accepts rounds without DP.
+    min_noise_multiplier: float = 0.0
+    min_dp_threshold: int = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,25 @@ class TrainingSection:
     mu: float = 0.01
     class_weights: list[float] = field(default_factory=list)
     threads: int = 1
+    # "equal": every gateway counts once in the average; "samples": by its training samples
+    # (capped at the round's max_weight), as centralised training over the pooled data would.
+    weighting: str = "equal"
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    """Federated evaluation: each new global model scored on a local hold-out never trained on.
+
+    The hold-out is the newest ``holdout_fraction`` of each wearable's labelled beats by time, so
+    the score looks forward (as the model will be used) and no beat in it has a near-identical
+    neighbour in the training set. Off by default: turning it on trains on fewer beats.
+    """
+
+    enabled: bool = False
+    holdout_fraction: float = 0.1
+    # Fewer beats than this are not reported: the counts of a handful of beats say more about
+    # the wearer than about the model.
+    min_samples: int = 20
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,7 @@ class GatewayConfig:
     policy: PolicySection = field(default_factory=PolicySection)
     eligibility: EligibilitySection = field(default_factory=EligibilitySection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
 
     @property
     def data_dir(self) -> Path:
@@ -96,6 +120,7 @@ class GatewayConfig:
 _SECTIONS: dict[str, type[Any]] = {
     "gateway": GatewaySection, "policy": PolicySection,
     "eligibility": EligibilitySection, "training": TrainingSection,
+    "evaluation": EvaluationSection,
 }
 
 
@@ -199,7 +224,7 @@ def _build(section: str, cls: type[Any], values: Mapping[str, Any]) -> Any:
 
 
 def _validate(cfg: GatewayConfig) -> None:
-    g, p, e, t = cfg.gateway, cfg.policy, cfg.eligibility, cfg.training
+    g, p, e, t, v = cfg.gateway, cfg.policy, cfg.eligibility, cfg.training, cfg.evaluation
     checks = [
         (urlsplit(g.broker_url).scheme in ("mqtt", "mqtts"), "gateway.broker_url must be mqtt://"
          "host[:port] or mqtts://..."),
@@ -216,6 +241,8 @@ def _validate(cfg: GatewayConfig) -> None:
         (1 <= p.min_quant_bits <= p.max_quant_bits <= 24, "policy: need 1 <= min_quant_bits <= "
          "max_quant_bits <= 24"),
         (p.max_clip > 0, "policy.max_clip must be > 0"),
+        (0 <= p.min_noise_multiplier <= 1000, "policy.min_noise_multiplier must be in [0, 1000]"),
+        (p.min_dp_threshold >= 1, "policy.min_dp_threshold must be >= 1"),
         (e.min_new_samples >= 0, "eligibility.min_new_samples must be >= 0"),
         (0 <= e.min_battery_pct <= 100, "eligibility.min_battery_pct must be 0..100"),
         (e.max_load_per_cpu > 0, "eligibility.max_load_per_cpu must be > 0"),
@@ -225,6 +252,9 @@ def _validate(cfg: GatewayConfig) -> None:
         (0 <= t.mu <= 100, "training.mu must be in [0, 100]"),
         (all(w >= 0 for w in t.class_weights), "training.class_weights must be >= 0"),
         (1 <= t.threads <= 64, "training.threads must be 1..64"),
+        (t.weighting in ("equal", "samples"), "training.weighting must be equal or samples"),
+        (0 < v.holdout_fraction <= 0.5, "evaluation.holdout_fraction must be in (0, 0.5]"),
+        (1 <= v.min_samples <= 1_000_000, "evaluation.min_samples must be 1..1000000"),
     ]
     for ok, message in checks:
         if not ok:

@@ -20,7 +20,7 @@ import nacl.signing
 import numpy as np
 import numpy.typing as npt
 
-from native import keys, mask, quant, shamir, wire
+from native import dp_params, keys, mask, quant, rotation, shamir, wire
 from native.errors import (
     InputError,
     MisaddressedError,
@@ -31,7 +31,7 @@ from native.errors import (
     UnknownSenderError,
 )
 
-__all__ = ["GatewayPolicy", "GatewayStage", "GatewayState", "SecAggGateway"]
+__all__ = ["GatewayPolicy", "GatewayStage", "GatewayState", "SecAggGateway", "plain_levels"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class GatewayPolicy:
     min_quant_bits: int = 2
     max_quant_bits: int = 24
     max_vector_len: int = wire.MAX_VECTOR_LEN
+    # None: rounds without DP noise are accepted; set: every round must carry at least this noise.
+    privacy: dp_params.GatewayPolicy | None = None
 
 
 @dataclass
@@ -82,7 +84,7 @@ class GatewayState:
     self_seed: bytearray = field(default_factory=bytearray)
     held_shares: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     mask_peers: tuple[int, ...] = ()
-    pending_update: tuple[npt.NDArray[np.float32], int, bytes] | None = None
+    pending_update: tuple[npt.NDArray[np.float32], int, bytes, bytes | None] | None = None
     revealed: dict[int, str] = field(default_factory=dict)
     seen_rounds: set[bytes] = field(default_factory=set)
     abort_reason: str = ""
@@ -154,11 +156,12 @@ class SecAggGateway:
         weight: int = 1,
         *,
         rounding_seed: bytes | None = None,
+        noise_seed: bytes | None = None,
     ) -> list[bytes]:
         """Hand in the local update and its weight; returns the masked input once shares are in.
 
-        ``rounding_seed`` fixes the stochastic rounding (for reproducible tests); by default it is
-        fresh from the OS CSPRNG.
+        ``rounding_seed`` fixes the stochastic rounding and ``noise_seed`` a DP round's noise
+        share (both for reproducible tests); by default each is fresh from the OS CSPRNG.
         """
         st = self.state
         if st.stage not in (GatewayStage.ADVERTISED, GatewayStage.SHARED, GatewayStage.MASKING):
@@ -174,9 +177,10 @@ class SecAggGateway:
             raise InputError("update holds NaN or infinity")
         if not isinstance(weight, int) or not 0 <= weight <= st.config.max_weight:
             raise InputError(f"weight must be an int in 0..{st.config.max_weight}")
-        if rounding_seed is not None and len(rounding_seed) != 32:
-            raise InputError("rounding_seed must be 32 bytes")
-        st.pending_update = (update, weight, rounding_seed or os.urandom(32))
+        for name, given in (("rounding_seed", rounding_seed), ("noise_seed", noise_seed)):
+            if given is not None and (not isinstance(given, bytes) or len(given) != 32):
+                raise InputError(f"{name} must be 32 bytes")
+        st.pending_update = (update, weight, rounding_seed or os.urandom(32), noise_seed)
         return self._masked_input() if st.stage is GatewayStage.MASKING else []
 
     # -- stages -------------------------------------------------------------------------------
@@ -225,6 +229,23 @@ class SecAggGateway:
             problems.append(f"vector_len {cfg.vector_len} > {pol.max_vector_len}")
         if problems:
             raise ProtocolError("round config below safety minimum: " + "; ".join(problems))
+        if pol.privacy is not None or cfg.noise is not None:
+            self._check_noise(cfg)
+
+    def _check_noise(self, cfg: wire.RoundConfig) -> None:
+        """The round's DP noise against this gateway's floor, and against its own clip."""
+        params = None if cfg.noise is None else cfg.noise.params(cfg.threshold, cfg.vector_len)
+        if self.policy.privacy is not None:
+            dp_params.check_round_noise(params, self.policy.privacy)
+        if cfg.noise is None or params is None:
+            return
+        # The integer bound must admit the scaled clipped update, or no rounding would fit it.
+        scale = ((1 << cfg.quant_bits) - 1) / (2 * cfg.clip)
+        if params.l2_sensitivity < cfg.noise.l2_clip * scale:
+            raise ProtocolError(
+                f"round config inconsistent: l2_sensitivity {params.l2_sensitivity:.6g} levels "
+                f"is below the scaled L2 clip {cfg.noise.l2_clip * scale:.6g}"
+            )
 
     def _on_key_list(self, msg: wire.KeyList) -> list[bytes]:
         st, cfg, rk = self.state, self.state.config, self.state.round_keys
@@ -316,10 +337,11 @@ class SecAggGateway:
     def _masked_input(self) -> list[bytes]:
         st, cfg, rk = self.state, self.state.config, self.state.round_keys
         assert cfg is not None and rk is not None and st.pending_update is not None
-        update, weight, rounding_seed = st.pending_update
+        update, weight, rounding_seed, noise_seed = st.pending_update
         st.pending_update = None
-        d, bits = cfg.vector_len, cfg.ring_bits
-        q = quant.quantize(update, cfg.clip, cfg.quant_bits, rounding_seed, ring_bits=bits)
+        bits = cfg.ring_bits
+        q = plain_levels(update, cfg, st.round_id, rounding_seed, noise_seed)
+        d = q.size
         vec = np.empty(d + 1, dtype=mask.ring_dtype(bits))
         # Weighting happens in the ring (w * q), so the server learns sum(w q) and sum(w) only.
         if weight == 1:
@@ -403,3 +425,30 @@ class SecAggGateway:
         st.held_shares.clear()
         st.enc_keys.clear()
         st.pending_update = None
+
+
+def plain_levels(update: npt.NDArray[np.float32], cfg: wire.RoundConfig, round_id: bytes,
+                 rounding_seed: bytes, noise_seed: bytes | None = None
+                 ) -> npt.NDArray[np.unsignedinteger]:
+    """A gateway's contribution before masking: its quantized levels, for a DP round its noisy
+    rotated levels. Exposed so a simulator can check a recovered sum against its parts.
+
+    DP path: L2 clip, rotate, conditional rounding, then this gateway's noise share. Privacy
+    invariant: the centered levels have L2 norm <= l2_sensitivity (conditional rounding enforces
+    it, whatever the update), and the share variance is the config's variance / threshold, drawn
+    from ``noise_seed`` or a fresh CSPRNG seed, wiped once used.
+    """
+    if cfg.noise is None:
+        return quant.quantize(update, cfg.clip, cfg.quant_bits, rounding_seed,
+                              ring_bits=cfg.ring_bits)
+    params = cfg.noise.params(cfg.threshold, cfg.vector_len)
+    clipped, _ = quant.clip_l2(update, cfg.noise.l2_clip)
+    rotated = rotation.rotate(clipped, wire.rotation_seed(cfg.graph_seed, round_id))
+    q = rotation.conditional_quantize(rotated, cfg.clip, cfg.quant_bits, rounding_seed,
+                                      params.l2_sensitivity, ring_bits=cfg.ring_bits)
+    seed = bytearray(noise_seed or os.urandom(32))
+    try:
+        dp_params.add_round_noise(q, bytes(seed), params, cfg.ring_bits)
+    finally:
+        keys.wipe(seed)
+    return q

@@ -27,6 +27,14 @@ import numpy.typing as npt
 
 from native import packing
 from native.errors import IntegrityError, WireError
+from native.round_noise import (
+    RoundNoise,
+    check_against_round,
+    decode_block,
+    encode_block,
+    rotation_seed,
+)
+from native.round_noise import padded_length as _padded_length
 
 __all__ = [
     "HEADER_BYTES",
@@ -43,6 +51,7 @@ __all__ = [
     "MsgType",
     "Participant",
     "RoundConfig",
+    "RoundNoise",
     "RoundResult",
     "SealedShare",
     "ShareKeys",
@@ -53,12 +62,14 @@ __all__ = [
     "decode",
     "encode",
     "pack_ring",
+    "rotation_seed",
     "signing_digest",
     "unpack_ring",
     "verify_key_entry",
 ]
 
-WIRE_VERSION = 1
+# Version 2 added the DP block of ROUND_CONFIG (native/round_noise.py).
+WIRE_VERSION = 2
 MAGIC = b"FGSA"
 HEADER = struct.Struct("<4sHBx16sII")
 HEADER_BYTES = HEADER.size
@@ -111,6 +122,13 @@ class RoundConfig:
     vector_len: int
     graph_seed: bytes
     participants: tuple[Participant, ...]
+    noise: RoundNoise | None = None  # distributed DP; None: a round without noise
+
+    @property
+    def masked_len(self) -> int:
+        """Ring elements of a MASKED_INPUT: the (rotated, for DP) vector plus the weight."""
+        dim = self.vector_len if self.noise is None else _padded_length(self.vector_len)
+        return dim + 1
 
     def validate(self) -> None:
         """Structural soundness (no policy): ranges, distinct ids, a ring sum that cannot wrap."""
@@ -136,6 +154,22 @@ class RoundConfig:
         peak = n * self.max_weight * ((1 << self.quant_bits) - 1)
         if max(peak, n * self.max_weight) >= 1 << self.ring_bits:
             raise WireError(f"ring of {self.ring_bits} bits can wrap for n = {n}")
+        if self.noise is not None:
+            self._validate_noise(self.noise, n)
+
+    def _validate_noise(self, noise: RoundNoise, n: int) -> None:
+        from native.dp_params import ring_bits_with_noise
+        from native.errors import FedgateError
+
+        noise.check()
+        params = check_against_round(noise, self.threshold, self.vector_len, n, self.max_weight)
+        try:
+            need = ring_bits_with_noise(self.quant_bits, n, params)
+        except FedgateError as exc:
+            raise WireError(f"no ring holds this round's noise: {exc}") from exc
+        if self.ring_bits < need:
+            raise WireError(f"ring of {self.ring_bits} bits can wrap with this noise "
+                            f"(needs {need})")
 
 
 @dataclass(frozen=True)
@@ -321,7 +355,8 @@ def _body(msg: Message) -> bytes:
             msg.vector_len,
             msg.graph_seed,
         )
-        return head + b"".join(_PARTICIPANT.pack(p.pid, p.identity_key) for p in msg.participants)
+        parts = b"".join(_PARTICIPANT.pack(p.pid, p.identity_key) for p in msg.participants)
+        return head + parts + encode_block(msg.noise)
     if isinstance(msg, AdvertiseKeys):
         return _check_len(msg.mask_public, 32) + _check_len(msg.enc_public, 32)
     if isinstance(msg, KeyList):
@@ -432,13 +467,15 @@ def _parse(kind: MsgType, r: _Reader) -> Message:
         if (
             not isinstance(n, int)
             or n > MAX_PARTICIPANTS
-            or n * _PARTICIPANT.size != len(r.data) - r.pos
+            or n * _PARTICIPANT.size >= len(r.data) - r.pos
         ):
             raise WireError("participant count does not match the body")
         parts = tuple(
             Participant(*_PARTICIPANT.unpack(r.take(_PARTICIPANT.size))) for _ in range(n)
         )
-        cfg = RoundConfig(degree, t, qb, rb, maxw, clip, d, seed, parts)  # type: ignore[arg-type]
+        noise = decode_block(r.take(len(r.data) - r.pos))
+        cfg = RoundConfig(degree, t, qb, rb, maxw, clip, d, seed, parts,  # type: ignore[arg-type]
+                          noise)
         cfg.validate()
         return cfg
     if kind is MsgType.ADVERTISE_KEYS:

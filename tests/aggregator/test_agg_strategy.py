@@ -91,3 +91,19 @@ def test_selection_sizes(n: int, fraction: float, lo: int, span: int, over: floa
 def test_bad_selection_configs(kwargs: dict[str, object]) -> None:
     with pytest.raises(InputError):
         SelectionConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_step_decay_of_the_server_lr() -> None:
+    cfg = StrategyConfig("fedavg", server_lr=1.0, decay=0.1, decay_from_round=5)
+    assert [cfg.lr_for(r) for r in (1, 4, 5, 9)] == [1.0, 1.0, pytest.approx(0.1),
+                                                   pytest.approx(0.1)]
+    x = np.ones(4, np.float32)
+    d = np.full(4, 2.0, np.float32)
+    early, _ = apply(cfg, x, d, OptimizerState(), round_no=4)
+    late, _ = apply(cfg, x, d, OptimizerState(), round_no=5)
+    assert np.allclose(early, 3.0) and np.allclose(late, 1.2)
+    assert StrategyConfig().lr_for(10**6) == 1.0  # no decay unless asked
+    for bad in (dict(decay=0.0), dict(decay=1.5), dict(decay=float("nan")),
+                dict(decay_from_round=-1), dict(decay_from_round=2.5)):
+        with pytest.raises(InputError):
+            StrategyConfig(**bad)  # type: ignore[arg-type]

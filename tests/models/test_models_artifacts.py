@@ -68,7 +68,7 @@ def test_tampered_file_is_integrity_error(ecg_art: artifacts.Artifacts, tmp_path
     "edit",
     [
         lambda d: "not json {",
-        lambda d: json.dumps({**d, "wire_version": 2}),
+        lambda d: json.dumps({**d, "wire_version": d["wire_version"] + 1}),
         lambda d: json.dumps({**d, "definition_sha256": "0" * 64}),
         lambda d: json.dumps({**d, "parameter_count": 5}),
         lambda d: json.dumps({k: v for k, v in d.items() if k != "artifacts"}),

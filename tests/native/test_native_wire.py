@@ -17,7 +17,7 @@ from native.errors import FedgateError, IntegrityError, WireError
 
 KEY = nacl.signing.SigningKey(bytes(32))
 RID = bytes(range(16))
-GOLDEN_SIG_PREFIX = "68778e803687a3ef"
+GOLDEN_SIG_PREFIX = "879be7f8df301f3f"
 
 
 def _config(n: int = 4, degree: int = 3) -> wire.RoundConfig:
@@ -61,7 +61,7 @@ def test_round_trip_and_signature(msg: wire.Message) -> None:
 
 def test_golden_header_bytes() -> None:
     data = wire.encode(wire.AdvertiseKeys(b"a" * 32, b"b" * 32), RID, 0x01020304, KEY)
-    assert data[:32].hex() == ("4647534101000200" + RID.hex() + "0403020140000000")
+    assert data[:32].hex() == ("4647534102000200" + RID.hex() + "0403020140000000")
     assert data[32:96] == b"a" * 32 + b"b" * 32
     assert len(data) == 32 + 64 + 64
     # Ed25519 over SHA-256(header || body); Ed25519 is deterministic, so this never changes.
@@ -76,6 +76,7 @@ def test_config_body_layout() -> None:
     assert head == (4, 3, 3, 8, 16, 0, 1, 1.5, 1000, b"\x07" * 32)
     assert struct.calcsize("<IIIBBHIdI32s") == 64
     assert body[64:100] == struct.pack("<I", 1) + b"\x01" * 32
+    assert body[-1:] == b"\x00" and len(body) == 64 + 4 * 36 + 1  # no DP block
 
 
 def test_advertise_signed_bytes_match_message() -> None:
@@ -161,7 +162,8 @@ def test_huge_counts_rejected_before_allocation() -> None:
 def test_version_magic_type_and_length_checks() -> None:
     good = bytearray(wire.encode(SAMPLES[1], RID, 3, KEY))
     for offset, value, match in [
-        (4, 2, "version"),
+        (4, 1, "version"),  # a version-1 message is refused, not misread
+        (4, 3, "version"),
         (0, 0x58, "magic"),
         (6, 99, "type"),
         (28, 0x41, "length"),

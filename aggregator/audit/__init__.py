@@ -1,0 +1,1 @@
+"""``fedgate audit``: privacy, provenance and fairness of a model version."""
