@@ -25,7 +25,7 @@ from aggregator.db import Database, ModelVersion
 from aggregator.deps import ApiError
 from aggregator.metrics import Metrics
 from aggregator.registry import ModelRegistry
-from aggregator.routers import enroll, health, models, privacy, rounds
+from aggregator.routers import enroll, evaluations, health, models, privacy, rounds
 from aggregator.settings import AggregatorSettings
 from aggregator.signing import load_or_create_signing_key
 from native.errors import FedgateError
@@ -68,7 +68,7 @@ def create_app(settings: AggregatorSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    for module in (health, enroll, rounds, models, privacy):
+    for module in (health, enroll, rounds, models, privacy, evaluations):
         app.include_router(module.build())
     _install_handlers(app)
     return app
@@ -114,7 +114,7 @@ def _install_handlers(app: FastAPI) -> None:
 
 # Metric labels must stay a bounded set: only known field names become part of a reason.
 _FIELDS = frozenset({"code", "public_key", "proof", "label", "ttl_s", "limit", "offset",
-                     "version", "round_id", "gateway_id"})
+                     "version", "round_id", "gateway_id", "report", "signature"})
 
 
 def _validation_reason(exc: RequestValidationError) -> str:

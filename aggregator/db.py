@@ -15,10 +15,12 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
     String,
+    UniqueConstraint,
     create_engine,
     text,
 )
@@ -115,6 +117,27 @@ class ModelVersion(Base):
     manifest: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
     signer: Mapped[str] = mapped_column(String(64))
+
+
+class Evaluation(Base):
+    """One gateway's signed federated-evaluation report of one model version: metrics only.
+
+    ``report`` and ``signature`` are exactly what the gateway sent (``native.evalreport``), so
+    an auditor can re-verify them against the gateway's enrolled key; the other columns are that
+    report decoded. One report per (version, gateway).
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("model_version", "gateway_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_version: Mapped[int] = mapped_column(ForeignKey("model_versions.version"), index=True)
+    gateway_id: Mapped[str] = mapped_column(ForeignKey("gateways.id"))
+    samples: Mapped[int] = mapped_column(BigInteger)
+    loss_sum: Mapped[float] = mapped_column(Float(precision=53))
+    confusion: Mapped[list[list[int]]] = mapped_column(JSON)
+    report: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    received_at: Mapped[dt.datetime]
 
 
 class Database:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -130,7 +131,13 @@ class Orchestrator:
             return int(session.scalar(select(func.max(Round.id))) or 0) + 1
 
     def run_round(self, candidates: Sequence[int], stage_timeout_s: float) -> RoundReport:
-        """Run one round on the latest version; register the result if the round completes."""
+        """Run one round on the latest version; register the result if the round completes.
+
+        ``extra["timings"]`` splits the call's wall time: ``setup_s`` (base version, selection),
+        ``aggregate_s`` (the secure-aggregation round over MQTT) and ``update_s`` (server
+        strategy, inference model, signed registration).
+        """
+        started = time.monotonic()
         with self.db.session() as session:
             base = self.registry.latest(session)
             if base is None:
@@ -148,10 +155,13 @@ class Orchestrator:
                                           sel.min_participants, sel.max_participants)
             config.update(self._noise_config(ledger, len(participants), int(params.size)))
             ledger.check_budget(config["noise"].params(config["threshold"], int(params.size)))
+        opened = time.monotonic()
         outcome = self.runner.run(round_no, participants, stage_timeout_s=stage_timeout_s,
                                   **config)
+        aggregated = time.monotonic()
+        timings = {"setup_s": opened - started, "aggregate_s": aggregated - opened}
         if outcome.result is None:
-            return RoundReport(outcome, base_version, None)
+            return RoundReport(outcome, base_version, None, {"timings": timings})
         delta = outcome.result.weighted_mean()
         new_params, self.optimizer = apply(self.strategy, params, delta, self.optimizer,
                                            round_no)
@@ -165,7 +175,8 @@ class Orchestrator:
             if stored is not None:
                 stored.model_version = version
         log.info("round %d -> model version %d", round_no, version)
-        return RoundReport(outcome, base_version, version)
+        timings["update_s"] = time.monotonic() - aggregated
+        return RoundReport(outcome, base_version, version, {"timings": timings})
 
     def _noise_config(self, ledger: PrivacyLedger, n: int, vector_len: int) -> dict[str, Any]:
         """Threshold, unweighted ring and the planned noise of a DP round among n gateways."""

@@ -146,6 +146,7 @@ class PrivacyLedger:
             "mechanism": params.mechanism, "noise_multiplier": noise_multiplier(params),
             "l2_clip": cfg.l2_clip, "l2_sensitivity_levels": params.l2_sensitivity,
             "variance_levels2": str(params.variance), "threshold": params.threshold,
+            "max_participants": params.max_participants,
             "dim": params.dim, "sampling_rate": cfg.sampling_rate, "delta": cfg.delta,
             "epsilon_round": round_eps, "epsilon": self.epsilon(),
             "epsilon_budget": cfg.epsilon_budget, "rounds": self.accountant.rounds,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from typing import Any
 
 import nacl.signing
@@ -36,6 +37,12 @@ class ModelRegistry:
         self._key = signing_key
         self.public_key = bytes(signing_key.verify_key)
         self.max_blob_bytes = max_blob_bytes
+        # A version never changes once stored, so what was read or verified once is kept: every
+        # gateway downloads the latest version at the start of each round, and walking the
+        # lineage through the database cost one query per ancestor on each download.
+        self._parents: dict[int, int | None] = {}
+        self._verified: dict[tuple[int, bytes, bytes], dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
     def register(
         self, session: Session, *, inference: bytes, checkpoint: bytes | None = None,
@@ -99,14 +106,23 @@ class ModelRegistry:
         query = select(ModelVersion).order_by(ModelVersion.version).limit(limit).offset(offset)
         return list(session.scalars(query))
 
-    @staticmethod
-    def lineage(session: Session, version: int) -> list[int]:
+    def lineage(self, session: Session, version: int) -> list[int]:
         """The chain from ``version`` back to its root: [version, parent, grandparent, ...]."""
         chain: list[int] = []
-        current = session.get(ModelVersion, version)
+        current: int | None = version
         while current is not None and len(chain) < 100_000:
-            chain.append(current.version)
-            current = None if current.parent is None else session.get(ModelVersion, current.parent)
+            with self._lock:
+                known = current in self._parents
+                parent = self._parents.get(current)
+            if not known:
+                row = session.get(ModelVersion, current)
+                if row is None:
+                    break
+                parent = row.parent
+                with self._lock:
+                    self._parents[current] = parent
+            chain.append(current)
+            current = parent
         return chain
 
     def blob(self, session: Session, row: ModelVersion, kind: str) -> bytes | None:
@@ -122,9 +138,18 @@ class ModelRegistry:
 
     def verify(self, row: ModelVersion) -> dict[str, Any]:
         """Re-verify a stored version's signature and its consistency with the row."""
+        key = (row.version, bytes(row.manifest), bytes(row.signature))
+        with self._lock:
+            cached = self._verified.get(key)
+        if cached is not None and cached["inference"]["sha256"] == row.inference_sha256:
+            return cached
         manifest = verify_manifest(row.manifest, row.signature, bytes.fromhex(row.signer))
         if manifest.get("version") != row.version or manifest["inference"]["sha256"] != (
             row.inference_sha256
         ):
             raise IntegrityError(f"stored model version {row.version} disagrees with its manifest")
+        with self._lock:
+            if len(self._verified) >= 256:  # bounded: only recent versions are asked for often
+                self._verified.clear()
+            self._verified[key] = manifest
         return manifest

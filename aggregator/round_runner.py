@@ -7,8 +7,10 @@ A stage closes at its deadline, or earlier once every gateway still expected in 
 a gateway whose last will says ``offline`` is no longer expected once it has stayed offline for
 ``offline_grace_s`` (a broker restart fires every will, and the gateways come back within seconds).
 Progress (stage, counts, seconds per stage, outcome) is written to the ``rounds`` table as it
-happens, so ``/v1/rounds`` shows it. All of this runs on the caller's thread, never on the MQTT
-network thread.
+happens, so ``/v1/rounds`` shows it: the round's row with its secure-aggregation round id before
+the config is published, each stage's progress by a recorder thread in order (a commit is
+milliseconds of fsync that the next stage's answers need not wait for), the outcome once the
+recorder is drained. The protocol runs on the caller's thread, never on the MQTT network thread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +74,9 @@ class RoundRunner:
         self.root = transport.config.root
         self._stop = threading.Event()
         self._online_ids: set[str] = set()
+        # One thread, so progress records are written in order.
+        self._recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgate-record")
+        self._pending: list[Future[None]] = []
         transport.subscribe(topics.all_uplinks(self.root))
         transport.subscribe(topics.all_status(self.root))
 
@@ -78,11 +84,17 @@ class RoundRunner:
             **config: Any) -> RoundOutcome:
         """Run round ``round_no`` with ``participants`` (pids); ``config`` goes to open_round."""
         selected = sorted(participants)
-        self._record(round_no, create=True, stage="collect_keys", selected=len(selected))
-        opening = self.server.open_round(selected, **config)
-        # Kept so that an aggregator restarted mid-round can tell the gateways it is over.
-        self._record(round_no, config={"secagg_round_id": self.server.state.round_id.hex(),
-                                       "participants": selected})
+        try:
+            opening = self.server.open_round(selected, **config)
+        except FedgateError as exc:
+            self._record(round_no, create=True, stage="aborted", outcome="aborted",
+                         selected=len(selected), error=str(exc), ended=True)
+            raise
+        # Durable before the config goes out, so that an aggregator restarted mid-round can
+        # tell the gateways it is over (recover_unfinished).
+        self._record(round_no, create=True, stage="collect_keys", selected=len(selected),
+                     config={"secagg_round_id": self.server.state.round_id.hex(),
+                             "participants": selected})
         self._publish(round_no, 0, [opening], announce=True)
         offline: dict[int, float] = {}
         timings: dict[str, float] = {}
@@ -95,7 +107,9 @@ class RoundRunner:
             timings[stage.value] = round(time.monotonic() - started, 6)
             stage_no += 1
             self._publish(round_no, stage_no, outbound)
-            self._record(round_no, stage=self.server.state.stage.value, timings=timings)
+            # Progress only (what /v1/rounds shows): written by the recorder thread, so that
+            # the next stage's answers are not kept waiting behind a database commit.
+            self._progress(round_no, stage=self.server.state.stage.value, timings=dict(timings))
         return self._finish(round_no, selected, timings)
 
     @property
@@ -233,8 +247,18 @@ class RoundRunner:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
+    def _progress(self, round_no: int, **fields: Any) -> None:
+        self._pending.append(self._recorder.submit(self._record, round_no, **fields))
+
+    def _drain(self) -> None:
+        """Wait for the recorder; a failed progress write surfaces here."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
     def _finish(self, round_no: int, selected: list[int],
                 timings: dict[str, float]) -> RoundOutcome:
+        self._drain()  # the final record below must be the last word on this round
         st = self.server.state
         result = st.result if st.stage is ServerStage.DONE else None
         included = len(result.included) if result is not None else 0

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aggregator.db import EnrollmentCode, Gateway, ModelVersion, Round, as_utc
+from aggregator.db import EnrollmentCode, Evaluation, Gateway, ModelVersion, Round, as_utc
+from native.evalreport import MAX_REPORT_BYTES
 
 
 class ErrorOut(BaseModel):
@@ -160,3 +161,66 @@ class PrivacyOut(BaseModel):
     rounds: int = Field(0, description="DP rounds released so far")
     model_version: int | None = Field(None, description="the version whose manifest says this")
     exhausted: str = Field("", description="why training stopped, once the budget is spent")
+
+
+# base64 of the largest report native.evalreport decodes
+_MAX_REPORT_B64 = 4 * -(-MAX_REPORT_BYTES // 3)
+
+
+class EvaluationIn(BaseModel):
+    """A gateway's signed federated-evaluation report (docs/deployment.md, Evaluations)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gateway_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$", description=(
+        "the sender; its enrolled key must have signed the report, which names it again"))
+    report: str = Field(min_length=4, max_length=_MAX_REPORT_B64, pattern=(
+        r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"), description=(
+        "base64 of the report bytes: 'FGEV', u16 format 1, u8 classes k, u8 id length L, "
+        "u32 model version, u64 samples, f64 loss sum, L bytes gateway id, k*k u64 counts "
+        "(little-endian, rows = true class)"))
+    signature: str = Field(pattern=r"^[0-9a-fA-F]{128}$", description=(
+        "hex Ed25519 signature of b'fedgate/eval-report/v1\\x00' + report bytes by the "
+        "gateway's enrolled identity key"))
+
+
+class EvaluationAccepted(BaseModel):
+    model_version: int
+    gateway_id: str
+    samples: int
+    duplicate: bool = Field(description="true when this exact report was already stored")
+    received_at: dt.datetime
+
+
+class EvaluationOut(BaseModel):
+    """One gateway's metrics of a model version, from its confusion counts."""
+
+    gateway_id: str = Field(description="pseudonymous: derived from the gateway's key")
+    model_version: int
+    samples: int
+    loss: float = Field(description="mean cross-entropy on the gateway's hold-out")
+    confusion: list[list[int]] = Field(description="rows: true class, columns: predicted")
+    sensitivity: dict[str, float | None]
+    ppv: dict[str, float | None] = Field(description="positive predictivity per class")
+    f1: dict[str, float | None]
+    macro_f1: float | None
+    received_at: dt.datetime
+    report: str = Field(description="base64 of the signed report bytes, to re-verify")
+    signature: str
+
+    @classmethod
+    def of(cls, row: Evaluation, metrics: dict[str, Any]) -> EvaluationOut:
+        return cls(
+            gateway_id=row.gateway_id, model_version=row.model_version, samples=row.samples,
+            loss=row.loss_sum / row.samples, confusion=row.confusion,
+            sensitivity=metrics["sensitivity"], ppv=metrics["ppv"], f1=metrics["f1"],
+            macro_f1=metrics["macro_f1"], received_at=as_utc(row.received_at),
+            report=base64.b64encode(row.report).decode("ascii"),
+            signature=row.signature.hex())
+
+
+class EvaluationList(BaseModel):
+    model_version: int
+    classes: list[str]
+    total: int = Field(description="reports stored for this version (all pages)")
+    evaluations: list[EvaluationOut]

@@ -41,8 +41,8 @@ from typing import Any
 import nacl.signing
 import numpy as np
 
+# The installed fedgate, never the checkout's source folders (they lack the built modules).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _machine import machine_info
 
 from aggregator.secagg import Outbound, SecAggServer

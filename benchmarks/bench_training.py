@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The installed fedgate, never the checkout's source folders (they lack the built modules).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks._machine import machine_info
+from _machine import machine_info
+
 from models import artifacts, graph
 from models.trainer import LocalTrainer
 
@@ -278,7 +280,7 @@ def round_rss(cache: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for case in ("cold_cache", "warm_cache"):  # cold: artifacts generated in the same process
         proc = subprocess.run(
-            [sys.executable, "-c", ROUND, str(cache), str(record)],
+            [sys.executable, "-P", "-c", ROUND, str(cache), str(record)],  # -P: installed fedgate
             capture_output=True,
             text=True,
             check=True,

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The installed fedgate, never the checkout's source folders (they lack the built modules).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks._machine import machine_info
+from _machine import machine_info
+
 from models import artifacts, graph
 from models.ecg import beat_dataset
 from models.evaluate import classification_metrics, evaluate

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy.typing as npt
 from edge_client import eligibility
 from edge_client.config import GatewayConfig
 from edge_client.enroll import AggregatorClient
+from edge_client.evaluation import LocalEvaluation, split
 from edge_client.identity import (
     KEY_FILE,
     Enrollment,
@@ -44,6 +44,7 @@ from edge_client.identity import (
 )
 from edge_client.localdata import LocalData, StoreData
 from edge_client.secagg import GatewayPolicy, GatewayStage, SecAggGateway, plain_levels
+from edge_client.training import RoundTrainer, Trained
 from native import dp_params, keys, topics, wire
 from native.errors import FedgateError, ProtocolError, TransportError
 from native.transport import Delivery, Transport, TransportConfig
@@ -68,23 +69,20 @@ class RoundStats:
     model_version: int = 0
     download_s: float = 0.0
     train_s: float = 0.0
-    protocol_s: float = 0.0
+    fit_cpu_s: float = 0.0
+    protocol_s: float = 0.0  # CPU seconds inside the secure-aggregation core (thread CPU time)
+    protocol_wall_s: float = 0.0  # wall seconds inside the core (includes waiting for a CPU)
     bytes_up: int = 0
     bytes_down: int = 0
     model_bytes: int = 0
     train_metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    # time.monotonic() of the round's milestones on this gateway: config, train_start,
+    # downloaded, trained, masked (MASKED_INPUT published), end.
+    marks: dict[str, float] = field(default_factory=dict)
 
-
-@dataclass(frozen=True)
-class _Trained:
-    delta: npt.NDArray[np.float32]
-    samples: int
-    version: int
-    download_s: float
-    train_s: float
-    model_bytes: int
-    metrics: dict[str, float]
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.monotonic())
 
 
 class GatewayDaemon:
@@ -92,7 +90,7 @@ class GatewayDaemon:
 
     def __init__(self, config: GatewayConfig, *, data: LocalData | None = None,
                  host_probe: eligibility.HostProbe | None = None,
-                 record_updates: bool = False) -> None:
+                 record_updates: bool = False, train_pool: Executor | None = None) -> None:
         self.config = config
         self.data = data or StoreData(config.data_dir / "store.sqlite")
         self.host_probe = host_probe or eligibility.read_host
@@ -108,9 +106,13 @@ class GatewayDaemon:
         self.core: SecAggGateway | None = None
         self._stop = threading.Event()
         self._round_no = -1
-        self._training: Future[_Trained] | None = None
+        self._training: Future[Trained] | None = None
+        self._trainer: RoundTrainer | None = None
+        # None: fit on the training thread; a process pool: fit there (see edge_client.training).
+        self.train_pool = train_pool
         self._client = AggregatorClient(config.gateway.aggregator_url,
                                         config.gateway.http_timeout_s)
+        self.evaluation = LocalEvaluation(config.evaluation, self._client)
         self._n_params = 0
         self._artifacts: Any = None
         self._trained_through = 0
@@ -154,6 +156,11 @@ class GatewayDaemon:
             return
         self._artifacts = ensure(self.config.gateway.model)
         self._n_params = int(self._artifacts.manifest.parameter_count)
+        self._trainer = RoundTrainer(
+            client=self._client, server_key=self.enrollment.server_key,
+            model=self.config.gateway.model, artifacts=self._artifacts, n_params=self._n_params,
+            data=self.data, training=self.config.training, pool=self.train_pool,
+            holdout_fraction=self.evaluation.fraction, score=self._score)
         self.core = self._new_core()
         self.transport = self._connect()
 
@@ -267,10 +274,11 @@ class GatewayDaemon:
             return
         self._round_no = delivery.round_id
         self.stats[self._round_no] = RoundStats(self._round_no)
+        self.stats[self._round_no].mark("config")
         self._feed(delivery.round_id, len(delivery.payload),
                    lambda core: core.handle(delivery.payload))
-        if self.core.state.stage is GatewayStage.ADVERTISED:
-            self._training = self._start_training(self._round_no)
+        if self.core.state.stage is GatewayStage.ADVERTISED and self._trainer is not None:
+            self._training = self._trainer.start(self._round_no, self.stats[self._round_no].mark)
             inbox = self.transport.inbox if self.transport is not None else None
             if inbox is not None:
                 self._training.add_done_callback(lambda _f: inbox.put(_WAKE))
@@ -278,12 +286,13 @@ class GatewayDaemon:
     def _feed(self, round_no: int, incoming: int, call: Any) -> None:
         assert self.core is not None
         stats = self.stats.get(round_no)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), keys.caller_cpu_s()
         try:
             replies: list[bytes] = call(self.core)
         finally:
             if stats is not None:
-                stats.protocol_s += time.perf_counter() - started
+                stats.protocol_s += keys.caller_cpu_s() - cpu
+                stats.protocol_wall_s += time.perf_counter() - started
                 stats.bytes_down += incoming + (_FRAME_HEADER if incoming else 0)
                 stats.stage = self.core.state.stage.value
         self._publish(round_no, replies)
@@ -300,10 +309,14 @@ class GatewayDaemon:
                                    round_id=round_no, sequence=reply[6])
             if stats is not None:
                 stats.bytes_up += len(reply) + _FRAME_HEADER
+                if reply[6] == wire.MsgType.MASKED_INPUT:
+                    stats.mark("masked")
 
     def _end_round(self) -> None:
         assert self.core is not None
         stats = self.stats.get(self._round_no)
+        if stats is not None:
+            stats.mark("end")
         if stats is not None and self.core.state.stage is GatewayStage.ABORTED:
             stats.error = stats.error or self.core.state.abort_reason
         if self._training is not None:
@@ -326,41 +339,25 @@ class GatewayDaemon:
         if stats is not None:
             stats.error = message
 
-    # -- training ----------------------------------------------------------------------------------
+    def _score(self, model: Any, holdout: Any) -> None:
+        """Federated evaluation of the round's global model, before the fit (training thread)."""
+        assert self.identity is not None
+        self.evaluation.report(artifacts=self._artifacts, identity=self.identity,
+                               gateway_id=self.gateway_id, model=model, holdout=holdout)
 
-    def _start_training(self, round_no: int) -> Future[_Trained]:
-        """Train on a daemon thread: onnxruntime cannot be interrupted, and a SIGTERM must not
-        wait for an epoch to end (the result of a stopped gateway is dropped anyway)."""
-        future: Future[_Trained] = Future()
-
-        def work() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(self._train(round_no))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        threading.Thread(target=work, name=f"fedgate-train-{round_no}", daemon=True).start()
-        return future
-
-    def _train(self, round_no: int) -> _Trained:
-        from models.trainer import TrainConfig, train_local
-
-        assert self.enrollment is not None
-        started = time.perf_counter()
+    def evaluate_latest(self) -> None:
+        """Score the newest global model on the hold-out without training: a version no later
+        round downloads (a fleet's final model) is evaluated this way. Safe from another thread
+        while no round trains; returns once the report is delivered or delivery failed."""
+        assert self.enrollment is not None and self.identity is not None
         model = self._client.latest_model(self.enrollment.server_key, self.config.gateway.model,
                                           self._n_params)
-        downloaded = time.perf_counter()
-        inputs, labels = self.data.dataset()
-        t = self.config.training
-        res = train_local(self._artifacts, model.params, inputs, labels, TrainConfig(
-            epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, mu=t.mu,
-            class_weights=tuple(t.class_weights) or None, seed=secrets.randbits(31)),
-            threads=t.threads)
-        return _Trained(np.ascontiguousarray(res.delta, dtype=np.float32), int(res.n_samples),
-                        model.version, downloaded - started, time.perf_counter() - downloaded,
-                        4 * self._n_params, dict(res.metrics))
+        _, holdout = split(self.data, self.evaluation.fraction)
+        self.evaluation.report(artifacts=self._artifacts, identity=self.identity,
+                               gateway_id=self.gateway_id, model=model, holdout=holdout)
+        self.evaluation.wait_delivered(2 * self.config.gateway.http_timeout_s)
+
+    # -- training ----------------------------------------------------------------------------------
 
     def _collect_training(self) -> None:
         future = self._training
@@ -378,6 +375,7 @@ class GatewayDaemon:
         if stats is not None:
             stats.samples, stats.model_version = trained.samples, trained.version
             stats.download_s, stats.train_s = trained.download_s, trained.train_s
+            stats.fit_cpu_s = trained.fit_cpu_s
             stats.model_bytes, stats.train_metrics = trained.model_bytes, trained.metrics
         if self.core.state.stage not in _AWAITING_UPDATE:
             return

@@ -1,4 +1,5 @@
-"""The gateway's side of the aggregator's REST API: enrollment and signed model downloads.
+"""The gateway's side of the aggregator's REST API: enrollment, signed model downloads and
+evaluation reports.
 
 Plain ``urllib`` so the gateway needs no HTTP client library. Enrollment proves possession of the
 identity key by signing ``ENROLL_DOMAIN + code``; the aggregator answers with the gateway id, the
@@ -37,6 +38,14 @@ MAX_JSON_BYTES = 4 << 20
 MAX_BLOB_BYTES = 256 << 20
 
 
+class RefusedError(ProtocolError):
+    """The aggregator answered a request with a 4xx: it will refuse the same request again."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class GlobalModel:
     """A verified global model version: its flat parameters and its manifest."""
@@ -64,7 +73,7 @@ class AggregatorClient:
         except urllib.error.HTTPError as exc:
             detail = exc.read(4096).decode("utf-8", "replace")
             if 400 <= exc.code < 500:
-                raise ProtocolError(f"{path}: HTTP {exc.code}: {detail}") from None
+                raise RefusedError(f"{path}: HTTP {exc.code}: {detail}", exc.code) from None
             raise TransportError(f"{path}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise TransportError(f"{path}: aggregator unreachable: {exc}") from None
@@ -123,6 +132,14 @@ class AggregatorClient:
         if not np.isfinite(params).all():
             raise IntegrityError("checkpoint holds NaN or infinity")
         return GlobalModel(version, params, manifest)
+
+
+    def post_evaluation(self, version: int, gateway_id: str, report: bytes,
+                        signature: bytes) -> dict[str, Any]:
+        """Deliver a signed evaluation report of ``version`` (``native.evalreport``)."""
+        return self._json(f"/v1/models/{int(version)}/evaluations", {
+            "gateway_id": gateway_id, "report": base64.b64encode(report).decode("ascii"),
+            "signature": signature.hex()})
 
 
 def verify_manifest(manifest: bytes, signature: bytes, server_key: bytes) -> dict[str, Any]:

@@ -19,6 +19,7 @@ A frame that fills a recorded gap later (a resend) is stored as ``late``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -98,13 +99,16 @@ class Ingestor:
         self.store.count(result.device_id, outcome)
         return outcome
 
-    def flush(self) -> None:
+    def flush(self, device_id: int | None = None) -> None:
         """Release everything held for reordering (recording the holes as gaps) and commit.
-        Call it when a run ends or the link has been idle for a while."""
-        for device_id, st in self._streams.items():
+        Call it when a run ends or the link has been idle for a while; with ``device_id``, only
+        that device's held frames are released (it went silent, the others still stream)."""
+        for dev, st in self._streams.items():
+            if device_id is not None and dev != device_id:
+                continue
             while st.pending:
-                self._skip_to(device_id, st, min(st.pending))
-                self._release(device_id, st)
+                self._skip_to(dev, st, min(st.pending))
+                self._release(dev, st)
         self.store.commit()
 
     def missing(self, device_id: int, limit: int = 64) -> list[int]:
@@ -113,7 +117,10 @@ class Ingestor:
         st = self._streams.get(device_id)
         if st is None:
             return []
-        return [s % _U32 for s in list(st.missing)[-limit:]]
+        # Newest first from the end of the insertion-ordered set: O(limit), however many are
+        # remembered (a link asks after every few frames).
+        newest = itertools.islice(reversed(st.missing), limit)
+        return [s % _U32 for s in reversed(list(newest))]
 
     # -- validation ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ inputs prepared elsewhere (a simulator that has already preprocessed its records
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +23,8 @@ from native.errors import InputError
 from native.frames import Sensor
 
 Inputs = dict[str, npt.NDArray[Any]]
+# inputs, labels, the stream (device) of each row, and its time within that stream
+Timed = tuple[Inputs, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 # Gaps longer than this split the signal; shorter holes cannot happen (samples are keyed).
 _MIN_STRETCH = 2 * 360
@@ -55,36 +58,72 @@ class ArrayData:
     def dataset(self) -> tuple[Inputs, npt.NDArray[np.int64]]:
         return self.inputs, self.labels
 
+    def timed_dataset(self) -> Timed:
+        """The rows in the order they were recorded: one stream, row index = time."""
+        n = int(self.labels.size)
+        return self.inputs, self.labels, np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64)
+
 
 class StoreData:
     """ECG beats from the gateway store at ``path`` (opened per call: the daemon's threads and
-    the ingestor each keep their own SQLite connection)."""
+    the ingestor each keep their own SQLite connection).
+
+    The beats of the last call are kept with the store's ``data_version``: a round on an
+    unchanged store reuses them instead of decoding every frame again, which on a gateway is
+    most of the CPU a round costs besides the training steps themselves.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
+        self._count: tuple[tuple[int, ...], int] | None = None
+        self._beats: tuple[tuple[int, ...], Timed] | None = None
 
     def sample_count(self) -> int:
         if not self.path.exists():
             return 0
         store = Store(self.path)
         try:
-            return sum(sum(1 for _, label, _ in store.beats(d) if label in AAMI)
-                       for d in self._ecg_devices(store))
+            version = store.data_version()
+            with self._lock:
+                if self._count is not None and self._count[0] == version:
+                    return self._count[1]
+            count = sum(store.count_beats(d, AAMI) for d in self._ecg_devices(store))
         finally:
             store.close()
+        with self._lock:
+            self._count = (version, count)
+        return count
 
     def dataset(self) -> tuple[Inputs, npt.NDArray[np.int64]]:
-        parts: list[tuple[Inputs, npt.NDArray[np.int64]]] = []
+        inputs, labels, _, _ = self.timed_dataset()
+        return inputs, labels
+
+    def timed_dataset(self) -> Timed:
+        """Every labelled beat with its device id and its R-peak sample number (its time)."""
+        parts: list[tuple[Inputs, npt.NDArray[np.int64], npt.NDArray[np.int64], int]] = []
         store = Store(self.path)
         try:
+            version = store.data_version()
+            with self._lock:
+                if self._beats is not None and self._beats[0] == version:
+                    return self._beats[1]
             for device in self._ecg_devices(store):
-                parts.extend(_device_beats(store, device))
+                parts.extend((*p, device) for p in _device_beats(store, device))
         finally:
             store.close()
         if not parts:
             raise InputError(f"no ECG beats in {self.path}")
         inputs = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
-        return inputs, np.concatenate([p[1] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        groups = np.concatenate([np.full(p[1].size, p[3], dtype=np.int64) for p in parts])
+        times = np.concatenate([p[2] for p in parts])
+        for arr in (*inputs.values(), labels, groups, times):
+            arr.flags.writeable = False  # shared by later rounds: nobody may change it
+        timed = (inputs, labels, groups, times)
+        with self._lock:
+            self._beats = (version, timed)
+        return timed
 
     @staticmethod
     def _ecg_devices(store: Store) -> list[int]:
@@ -112,7 +151,8 @@ def _stretches(idx: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(bounds) if b - a >= _MIN_STRETCH]
 
 
-def _device_beats(store: Store, device: int) -> list[tuple[Inputs, npt.NDArray[np.int64]]]:
+def _device_beats(store: Store, device: int
+                  ) -> list[tuple[Inputs, npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
     idx, vals = store.signal(device, clean_only=True)
     if idx.size == 0:
         return []
@@ -139,5 +179,6 @@ def _device_beats(store: Store, device: int) -> list[tuple[Inputs, npt.NDArray[n
         labels = np.array([AAMI.get(symbols[sel[u]], -1) for u in used], dtype=np.int64)
         keep = labels >= 0
         if keep.any():
-            out.append(({k: v[keep] for k, v in inputs.items()}, labels[keep]))
+            at = samples[sel[np.asarray(used, dtype=np.int64)]]
+            out.append(({k: v[keep] for k, v in inputs.items()}, labels[keep], at[keep]))
     return out

@@ -152,6 +152,27 @@ class Store:
         return [(int(s), str(lb), int(a)) for s, lb, a in self._db.execute(
             "SELECT sample, label, aux FROM beats WHERE device_id=? ORDER BY sample", (device_id,))]
 
+    def count_beats(self, device_id: int, labels: Iterable[str]) -> int:
+        """How many stored beats of a device carry one of ``labels`` (one SQL count)."""
+        self.commit()
+        wanted = sorted(set(labels))
+        if not wanted or not all(isinstance(w, str) for w in wanted):
+            raise InputError("count_beats needs a non-empty set of label strings")
+        marks = ",".join("?" * len(wanted))
+        row = self._db.execute(f"SELECT count(*) FROM beats WHERE device_id=? AND label IN "
+                               f"({marks})", (device_id, *wanted)).fetchone()
+        return int(row[0])
+
+    def data_version(self) -> tuple[int, ...]:
+        """Changes whenever a frame or a beat is added or replaced (row counts and largest rowids:
+        rows are only ever inserted, and a replaced row gets a new rowid)."""
+        self.commit()
+        row = self._db.execute(
+            "SELECT (SELECT count(*) FROM frames), (SELECT max(rowid) FROM frames), "
+            "(SELECT count(*) FROM beats), (SELECT max(rowid) FROM beats), "
+            "(SELECT count(*) FROM devices)").fetchone()
+        return tuple(int(v or 0) for v in row)
+
     def gaps(self, device_id: int) -> list[tuple[int, int]]:
         self.commit()
         return [(int(a), int(b)) for a, b in self._db.execute(

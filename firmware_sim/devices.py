@@ -223,6 +223,10 @@ class Device:
             out.extend(self.link.transmit(frame))
         return out
 
+    def poll_radio(self) -> list[bytes]:
+        """Frames the firmware sends now without new samples (resends it was asked for)."""
+        return self._drain()
+
     def request_resend(self, seqs: Iterable[int]) -> int:
         """Gap repair from the gateway; how many of the sequences were still in the window."""
         return sum(self.firmware.request_resend(s) for s in seqs)

@@ -1,9 +1,10 @@
 """The simulator's operator seat: runs the aggregator's orchestrator round by round and measures.
 
-Each round is timed three ways: training (the slowest participant's local training, the critical
-path), protocol (CPU time inside the secure-aggregation state machines: the server core plus the
-slowest gateway core), and transport (the rest of the round's wall time: MQTT and HTTP transfers,
-queueing, and waiting on the network). The securely recovered sum is compared with the exact sum
+Each round is timed three ways (``firmware_sim.roundtiming``): training (the slowest
+participant's local training), protocol (CPU time inside the secure-aggregation state machines:
+the server core plus the busiest gateway core), and transport (the rest of the round's wall time:
+model download, MQTT hops, the server update, and on one machine waiting for a CPU), with the
+round's critical path laid out in time. The securely recovered sum is compared with the exact sum
 of the survivors' quantized updates, and the new global model is evaluated on held-out patients.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +28,9 @@ from aggregator.round_runner import RoundRunner
 from aggregator.secagg import Outbound, SecAggServer
 from aggregator.signing import load_or_create_signing_key
 from aggregator.strategy import StrategyConfig
-from native import mask
-from native.errors import TransportError
+from firmware_sim.roundtiming import DEFINITIONS, round_figures, summary
+from native import keys, mask
+from native.errors import FedgateError, TransportError
 from native.transport import Transport, TransportConfig
 
 if TYPE_CHECKING:
@@ -41,30 +44,39 @@ SAMPLE_WEIGHT_CAP = 4095
 
 
 class TimedServer(SecAggServer):
-    """The server core, with the CPU time spent inside it accumulated (for the report)."""
+    """The server core, with the time spent inside it accumulated (for the report).
+
+    ``cpu_s`` is CPU time of the calling thread (plus the crypto pool's work for it),
+    ``busy_s`` wall time, which also counts waiting for a CPU or the GIL.
+    """
 
     busy_s = 0.0
+    cpu_s = 0.0
+
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), keys.caller_cpu_s()
+        try:
+            yield
+        finally:
+            self.cpu_s += keys.caller_cpu_s() - cpu
+            self.busy_s += time.perf_counter() - wall
 
     def open_round(self, *args: Any, **kwargs: Any) -> Outbound:
-        t = time.perf_counter()
-        try:
+        with self._timed():
             return super().open_round(*args, **kwargs)
-        finally:
-            self.busy_s += time.perf_counter() - t
 
     def receive(self, data: bytes) -> int:
-        t = time.perf_counter()
-        try:
+        with self._timed():
             return super().receive(data)
-        finally:
-            self.busy_s += time.perf_counter() - t
+
+    def receive_many(self, batch: Sequence[bytes]) -> list[int | FedgateError]:
+        with self._timed():
+            return super().receive_many(batch)
 
     def close_stage(self) -> list[Outbound]:
-        t = time.perf_counter()
-        try:
+        with self._timed():
             return super().close_stage()
-        finally:
-            self.busy_s += time.perf_counter() - t
 
 
 class RoundDriver:
@@ -76,7 +88,7 @@ class RoundDriver:
 
         self.agg, self.fleet, self.cfg = agg, fleet, cfg
         self.holdout = holdout
-        self.art = artifacts.ensure("ecg")
+        self.art = artifacts.ensure(cfg.model)
         state = agg.app.state
         self.db, self.registry = state.db, state.registry
         with self.db.session() as session:
@@ -95,7 +107,7 @@ class RoundDriver:
             self.secagg["max_weight"] = SAMPLE_WEIGHT_CAP
         if cfg.secagg == "plus":
             self.secagg["degree"] = plus_degree(n, cfg.neighbours)
-        self.orch = Orchestrator(self.runner, self.db, self.registry, "ecg",
+        self.orch = Orchestrator(self.runner, self.db, self.registry, cfg.model,
                                  StrategyConfig(cfg.strategy, server_lr=cfg.server_lr,
                                                 decay=cfg.server_lr_decay,
                                                 decay_from_round=cfg.server_lr_decay_from),
@@ -127,7 +139,9 @@ class RoundDriver:
         finally:
             self.transport.stop()
         return {"config": _config_dict(self.cfg), "secagg": self.secagg,
+                "parameters": int(self.art.manifest.parameter_count),
                 "initial": {"model_version": 1, "metrics": initial}, "rounds": rounds,
+                "summary": summary(rounds, int(self.art.manifest.parameter_count)),
                 "final": final, "definitions": DEFINITIONS}
 
     def _await_online(self, timeout: float) -> None:
@@ -141,7 +155,7 @@ class RoundDriver:
 
     def run_round(self) -> dict[str, Any]:
         """One orchestrated round among the online gateways, measured and checked."""
-        busy0 = self.server.busy_s
+        busy0, cpu0 = self.server.busy_s, self.server.cpu_s
         t0 = time.monotonic()
         candidates = sorted(self.runner.online & set(self.gateways))
         rep = self.orch.run_round(candidates, self.cfg.stage_timeout_s)
@@ -155,7 +169,9 @@ class RoundDriver:
             "abort_reason": out.abort_reason, "wall_s": round(wall, 4),
             "stage_s": out.timings,
         }
-        row.update(self._gateway_figures(out.round_no, wall, self.server.busy_s - busy0))
+        stats = [d.stats[out.round_no] for d in self.fleet.daemons if out.round_no in d.stats]
+        row.update(round_figures(t0, wall, stats, self.server.cpu_s - cpu0,
+                                 self.server.busy_s - busy0, rep.extra.get("timings", {})))
         if out.result is not None:
             row["aggregate_exact"] = self.exact(out.round_no, out.result)
         if rep.new_version is not None:
@@ -163,25 +179,6 @@ class RoundDriver:
             row["privacy"] = self._privacy(rep.new_version)
         self.runner.idle(0.2)  # presence updates that arrived at the end of the round
         return row
-
-    def _gateway_figures(self, round_no: int, wall: float, server_s: float) -> dict[str, Any]:
-        stats = [d.stats[round_no] for d in self.fleet.daemons if round_no in d.stats]
-        train = [s.train_s for s in stats] or [0.0]
-        proto = max([s.protocol_s for s in stats] or [0.0])
-        training = min(wall, max(train))
-        protocol = min(wall - training, server_s + proto)
-        return {
-            "training_s": round(training, 4), "training_mean_s": round(float(np.mean(train)), 4),
-            "protocol_s": round(protocol, 4), "protocol_server_s": round(server_s, 4),
-            "protocol_gateway_max_s": round(proto, 4),
-            "transport_s": round(wall - training - protocol, 4),
-            "download_max_s": round(max([s.download_s for s in stats] or [0.0]), 4),
-            "bytes_up": sum(s.bytes_up for s in stats),
-            "bytes_down": sum(s.bytes_down for s in stats),
-            "model_download_bytes": sum(s.model_bytes for s in stats),
-            "samples": sum(s.samples for s in stats),
-            "gateway_errors": sorted({s.error for s in stats if s.error}),
-        }
 
     def exact(self, round_no: int, result: Any) -> bool:
         """Whether the recovered sum is the exact sum of the survivors' quantized updates."""
@@ -210,7 +207,9 @@ class RoundDriver:
         res = evaluate(self.art, self.orch.params_of(version), inputs, labels)
         d = res.to_dict()
         return {"loss": d.get("loss"), "accuracy": d.get("accuracy"),
-                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size)}
+                "macro_f1": d.get("macro_f1"), "f1": d.get("f1"), "samples": int(labels.size),
+                "sensitivity": d.get("sensitivity"), "ppv": d.get("ppv"),
+                "confusion": d.get("confusion")}
 
     def _export(self) -> dict[str, Any]:
         import hashlib
@@ -253,21 +252,3 @@ def _progress_line(row: dict[str, Any], total: int) -> str:
             f"{row['selected']} gateways, {row['wall_s']:.2f} s (train {row['training_s']:.2f}, "
             f"protocol {row['protocol_s']:.2f}, transport {row['transport_s']:.2f}), "
             f"held-out macro-F1 {f1 if f1 is None else round(f1, 3)}")
-
-
-DEFINITIONS = {
-    "training_s": "slowest participant's local training time (the round's critical path)",
-    "protocol_s": "time inside the secure-aggregation cores (server + slowest gateway, wall "
-                  "clock on their threads), capped at wall_s - training_s because the key "
-                  "exchange overlaps training; raw values in protocol_server_s and "
-                  "protocol_gateway_max_s",
-    "transport_s": "wall_s - training_s - protocol_s: MQTT/HTTP transfer, queueing, and "
-                   "waiting (in a one-machine simulation also waiting for a CPU)",
-    "bytes_up": "MQTT bytes published by the participants for the round (payload + 104-byte "
-                "transport header per message)",
-    "bytes_down": "MQTT bytes delivered to the participants for the round",
-    "model_download_bytes": "checkpoint bytes downloaded over HTTPS/HTTP by the participants",
-    "aggregate_exact": "securely recovered sum == exact ring sum of the survivors' quantized "
-                       "updates",
-    "metrics": "global model on held-out patients (never seen by any gateway)",
-}

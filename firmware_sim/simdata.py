@@ -1,16 +1,18 @@
-"""Data for ``fedgate sim``: what each simulated gateway has in its local store, and the held-out
-patients the global model is evaluated on.
+"""Data for ``fedgate sim``: the fleet each data mode stands for, and the held-out patients the
+global model is evaluated on.
 
-``synthetic`` (the default, needs no files): every gateway has one simulated ECG patch
-(``firmware_sim.devices``: synthetic heart -> C firmware -> frames) whose frames go through the
-gateway's real ingestion (``edge_client.ingest``) into its own SQLite store; the daemon trains on
-that store. Patients differ in heart rate and in which arrhythmia episodes they have (PVC, APC,
-AF, tachycardia), so the fleet is non-IID. Held-out patients are further synthetic hearts with a
-mix of both ectopic kinds, preprocessed exactly as a gateway does.
+``synthetic`` (the default, needs no files): every gateway has ``--devices`` simulated ECG patches
+(``firmware_sim.devices``: synthetic heart -> C firmware -> frames); their frames travel over the
+MQTT device link into the gateway's own SQLite store, and the daemon trains on that store.
+Patients differ in heart rate and in which arrhythmia episodes they have (PVC, APC, AF,
+tachycardia), and a gateway's patches share its episode kinds, so the fleet is non-IID. Held-out
+patients are further synthetic hearts with a mix of both ectopic kinds, streamed straight into a
+store of the evaluator's (no gateway holds them) and preprocessed exactly as a gateway does.
 
-``mitdb``: one gateway per MIT-BIH record found in the folder; each gateway's beats come from
-``models.ecg.beat_dataset`` (the record itself stays on that gateway), and the held-out records
-are evaluated patient-wise.
+``mitdb``: one gateway per MIT-BIH record found in the folder, whose simulated patch plays the
+whole record through the firmware and the device link; the held-out records are evaluated
+patient-wise with ``models.ecg.beat_dataset``, which gives the same beats as a streamed record
+(``tests/firmware_sim/test_fw_mitdb_stream.py``).
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ from edge_client.ingest import Ingestor
 from edge_client.localdata import ArrayData, Inputs, StoreData
 from edge_client.store import Store
 from firmware_sim.devices import build_device
+from firmware_sim.scenario import GatewaySpec, Scenario
 from native.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 _KINDS = ("pvc", "apc", "afib", "tachy")
+DEFAULT_SECONDS = 240.0  # signal per synthetic device when neither flag nor scenario says
 
 
-def patient_spec(index: int, seed: int, seconds: float, held_out: bool = False) -> dict[str, Any]:
-    """The simulated ECG patch of one patient: heart rate and arrhythmia episodes."""
-    rng = np.random.default_rng([seed, index, int(held_out)])
+def patient_spec(index: int, seed: int, seconds: float, held_out: bool = False,
+                 device: int = 0) -> dict[str, Any]:
+    """The simulated ECG patch of one patient: heart rate and arrhythmia episodes. ``device`` > 0
+    gives further patients of gateway ``index``, with the same episode kinds."""
+    rng = np.random.default_rng([seed, index, int(held_out)] + ([device] if device else []))
     hr = float(rng.uniform(58, 92))
     if held_out:
         kinds = ["pvc", "apc"]
@@ -48,8 +54,29 @@ def patient_spec(index: int, seed: int, seconds: float, held_out: bool = False) 
     for i, kind in enumerate(kinds):
         start = span * (i + 0.5) + float(rng.uniform(0, span * 0.2))
         episodes.append([start, span * 0.6, kind])
-    return {"id": index + 1, "kind": "ecg", "seed": seed * 1000 + index + (500 if held_out else 0),
+    return {"id": index + 1, "kind": "ecg",
+            "seed": seed * 1000 + index + (500 if held_out else 0) + 100_000 * device,
             "hr_bpm": hr, "episodes": episodes}
+
+
+def synthetic_scenario(gateways: int, devices: int, seed: int, seconds: float) -> Scenario:
+    """The default fleet: ``gateways`` homes with ``devices`` synthetic ECG patches each."""
+    specs = []
+    for i in range(gateways):
+        patches = []
+        for k in range(devices):
+            spec = patient_spec(i, seed, seconds, device=k)
+            spec["id"] = i * devices + k + 1
+            patches.append(spec)
+        specs.append(GatewaySpec(f"synthetic-{i}", tuple(patches)))
+    return Scenario(tuple(specs), source="synthetic")
+
+
+def mitdb_scenario(data_dir: Path, records: list[str]) -> Scenario:
+    """One gateway per record, its patch playing the record from the first sample to the last."""
+    gateways = tuple(GatewaySpec(r, ({"id": i + 1, "kind": "mitdb", "record": str(data_dir / r)},))
+                     for i, r in enumerate(records))
+    return Scenario(gateways, source=f"mitdb:{data_dir}")
 
 
 def fill_store(path: Path, spec: dict[str, Any], seconds: float) -> int:
@@ -110,6 +137,14 @@ def mitdb_data(data_dir: Path, record: str) -> ArrayData:
 def mitdb_holdout(data_dir: Path, records: list[str]) -> tuple[Inputs, npt.NDArray[np.int64]]:
     parts = [mitdb_data(data_dir, r).dataset() for r in records]
     return _concat(parts)
+
+
+def record_holdout(record_dir: Path, records: list[str]) -> tuple[Inputs, npt.NDArray[np.int64]]:
+    """A scenario's held-out MIT-BIH records (names in ``record_dir``, or paths)."""
+    from firmware_sim.device_schema import resolve_record
+
+    paths = [resolve_record(r, record_dir, f"holdout[{i}]") for i, r in enumerate(records)]
+    return _concat([mitdb_data(p.parent, p.name).dataset() for p in paths])
 
 
 def _concat(parts: list[tuple[Inputs, npt.NDArray[np.int64]]]

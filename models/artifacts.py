@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from models import graph
-from models.graph import ModelSpec
+from models.graph import Spec
 from models.manifest import (
     ARTIFACT_FILES,
     MANIFEST_FILE,
@@ -56,7 +56,7 @@ class Artifacts:
 
     root: Path
     manifest: Manifest
-    spec: ModelSpec
+    spec: Spec
 
     @property
     def training_model(self) -> Path:
@@ -81,12 +81,12 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "fedgate"
 
 
-def _folder_name(spec: ModelSpec) -> str:
+def _folder_name(spec: Spec) -> str:
     # The wire version is part of every manifest: a new one means new artifacts, not a mismatch.
     return f"{spec.name}-v{spec.version}-w{WIRE_VERSION}-{graph.definition_hash(spec)[:16]}"
 
 
-def _loss_block(spec: ModelSpec) -> Any:
+def _loss_block(spec: Spec) -> Any:
     from onnx import TensorProto, helper
 
     from models.ort import onnxblock
@@ -128,7 +128,7 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _write(spec: ModelSpec, folder: Path) -> Manifest:
+def _write(spec: Spec, folder: Path) -> Manifest:
     from models.ort import runtime, training_artifacts
 
     art = training_artifacts()
@@ -170,7 +170,7 @@ def _write(spec: ModelSpec, folder: Path) -> Manifest:
     return manifest
 
 
-def _check_layout(spec: ModelSpec, folder: Path) -> None:
+def _check_layout(spec: Spec, folder: Path) -> None:
     """The flat vector order must be onnxruntime's contiguous-buffer order; prove it once."""
     from models.ort import training_api
 
@@ -182,7 +182,7 @@ def _check_layout(spec: ModelSpec, folder: Path) -> None:
         raise TrainingError(f"{spec.name}: onnxruntime parameter order differs from the spec")
 
 
-def generate(spec: ModelSpec, dest: Path) -> Artifacts:
+def generate(spec: Spec, dest: Path) -> Artifacts:
     """Generate artifacts for ``spec`` into ``dest`` atomically (temp folder + rename)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -204,7 +204,7 @@ def generate(spec: ModelSpec, dest: Path) -> Artifacts:
     return load(dest, spec=spec)
 
 
-def load(root: Path, *, spec: ModelSpec | None = None, digest: str | None = None) -> Artifacts:
+def load(root: Path, *, spec: Spec | None = None, digest: str | None = None) -> Artifacts:
     """Open an artifact folder after checking its manifest and every file's sha256.
 
     ``spec`` (default: the model named in the manifest) must have the recorded definition hash;
@@ -230,7 +230,7 @@ def load(root: Path, *, spec: ModelSpec | None = None, digest: str | None = None
 
 
 def ensure(
-    model: str | ModelSpec, cache_dir: Path | None = None, *, digest: str | None = None
+    model: str | Spec, cache_dir: Path | None = None, *, digest: str | None = None
 ) -> Artifacts:
     """Verified artifacts for a model from the cache, generated there on first use.
 

@@ -1,6 +1,9 @@
 """Model definitions as data, and the ONNX graphs built from them (no PyTorch).
 
-Every model here is a small 1D CNN whose convolutions are written as matrix products over windows:
+A ``ModelSpec`` is a small 1D CNN (below); a ``models.linear.LinearSpec`` is a binned linear
+model, whose forward graph lives in ``models.linear``. Everything else here serves both.
+
+Every ``ModelSpec`` model whose convolutions are written as matrix products over windows:
 
 - the first layer gathers overlapping windows of the input (``Gather`` with a constant index
   table, kernel ``k``, stride ``s``) and applies one ``Gemm`` to all of them;
@@ -25,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from models import linear
+from models.linear import LinearSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -76,6 +82,9 @@ class ModelSpec:
         return shapes
 
 
+Spec = ModelSpec | LinearSpec  # every model in the zoo is one of these
+
+
 def _check(spec: ModelSpec) -> None:
     positions = spec.first_positions
     for patch, _ in spec.patch_layers:
@@ -84,8 +93,10 @@ def _check(spec: ModelSpec) -> None:
         positions //= patch
 
 
-def param_shapes(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
+def param_shapes(spec: Spec) -> list[tuple[str, tuple[int, ...]]]:
     """Trainable tensors in their canonical order (the order of the flat parameter vector)."""
+    if isinstance(spec, LinearSpec):
+        return linear.param_shapes(spec)
     _check(spec)
     in_ch = max(spec.series_channels, 1)
     shapes: list[tuple[str, tuple[int, ...]]] = []
@@ -101,17 +112,18 @@ def param_shapes(spec: ModelSpec) -> list[tuple[str, tuple[int, ...]]]:
     return sorted(shapes)
 
 
-def parameter_count(spec: ModelSpec) -> int:
+def parameter_count(spec: Spec) -> int:
     """Length of the flat parameter vector."""
     return int(sum(np.prod(shape) for _, shape in param_shapes(spec)))
 
 
-def initial_params(spec: ModelSpec) -> dict[str, NDArray[Any]]:
-    """He-initialised weights and zero biases; fixed by ``spec.init_seed`` (reproducible)."""
+def initial_params(spec: Spec) -> dict[str, NDArray[Any]]:
+    """He-initialised weights and zero biases; fixed by ``spec.init_seed`` (reproducible).
+    A binned linear model starts at zero, the usual start of a convex problem."""
     rng = np.random.default_rng(spec.init_seed)
     params: dict[str, NDArray[Any]] = {}
     for name, shape in param_shapes(spec):
-        if name.endswith(".bias"):
+        if name.endswith(".bias") or isinstance(spec, LinearSpec):
             params[name] = np.zeros(shape, dtype=np.float32)
         else:
             std = np.sqrt(2.0 / shape[0])
@@ -119,13 +131,13 @@ def initial_params(spec: ModelSpec) -> dict[str, NDArray[Any]]:
     return params
 
 
-def flatten(spec: ModelSpec, params: dict[str, NDArray[Any]]) -> NDArray[Any]:
+def flatten(spec: Spec, params: dict[str, NDArray[Any]]) -> NDArray[Any]:
     """Concatenate tensors in canonical order into one float32 vector."""
     flat: NDArray[Any] = np.concatenate([params[n].ravel() for n, _ in param_shapes(spec)])
     return flat.astype(np.float32)
 
 
-def unflatten(spec: ModelSpec, flat: NDArray[Any]) -> dict[str, NDArray[Any]]:
+def unflatten(spec: Spec, flat: NDArray[Any]) -> dict[str, NDArray[Any]]:
     """Split a flat vector (already length-checked) into named tensors."""
     out, offset = {}, 0
     for name, shape in param_shapes(spec):
@@ -135,7 +147,7 @@ def unflatten(spec: ModelSpec, flat: NDArray[Any]) -> dict[str, NDArray[Any]]:
     return out
 
 
-def definition(spec: ModelSpec) -> dict[str, Any]:
+def definition(spec: Spec) -> dict[str, Any]:
     """Everything that determines the graphs and initial weights, as JSON-able data."""
     data = asdict(spec)
     data["graph_builder"] = 1  # bump when the graph construction below changes
@@ -143,7 +155,7 @@ def definition(spec: ModelSpec) -> dict[str, Any]:
     return data
 
 
-def definition_hash(spec: ModelSpec) -> str:
+def definition_hash(spec: Spec) -> str:
     """sha256 of the canonical JSON definition: the artifact cache key."""
     blob = json.dumps(definition(spec), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -198,7 +210,7 @@ def _forward_nodes(spec: ModelSpec) -> list[onnx.NodeProto]:
     return nodes
 
 
-def _inputs(spec: ModelSpec) -> list[onnx.ValueInfoProto]:
+def _inputs(spec: Spec) -> list[onnx.ValueInfoProto]:
     from onnx import TensorProto, helper
 
     return [
@@ -207,7 +219,7 @@ def _inputs(spec: ModelSpec) -> list[onnx.ValueInfoProto]:
     ]
 
 
-def _prox_nodes(spec: ModelSpec) -> tuple[list[onnx.NodeProto], list[onnx.ValueInfoProto]]:
+def _prox_nodes(spec: Spec) -> tuple[list[onnx.NodeProto], list[onnx.ValueInfoProto]]:
     """mu/2 * sum_i ||w_i - w_i_global||^2 as nodes, with the global weights as graph inputs."""
     from onnx import TensorProto, helper
 
@@ -237,12 +249,14 @@ def _prox_nodes(spec: ModelSpec) -> tuple[list[onnx.NodeProto], list[onnx.ValueI
 
 
 def build_model(
-    spec: ModelSpec, params: dict[str, NDArray[Any]], *, with_prox: bool = False
+    spec: Spec, params: dict[str, NDArray[Any]], *, with_prox: bool = False
 ) -> onnx.ModelProto:
     """The inference graph (``with_prox=False``) or the training base with the FedProx term."""
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    nodes, inputs = _forward_nodes(spec), _inputs(spec)
+    nodes = (linear.forward_nodes(spec, LOGITS) if isinstance(spec, LinearSpec)
+             else _forward_nodes(spec))
+    inputs = _inputs(spec)
     outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["batch", spec.n_classes])]
     if with_prox:
         prox_nodes, prox_inputs = _prox_nodes(spec)

@@ -1,8 +1,10 @@
-"""The models fedgate trains, by name. Adding a model means adding a ``ModelSpec`` here."""
+"""The models fedgate trains, by name. Adding a model means adding a spec (``ModelSpec``, or
+``LinearSpec`` for a binned linear model) here."""
 
 from __future__ import annotations
 
-from models.graph import ModelSpec
+from models.graph import ModelSpec, Spec
+from models.linear import LinearSpec
 from native.errors import InputError
 
 ECG = ModelSpec(
@@ -45,10 +47,30 @@ ACTIVITY = ModelSpec(
     normalisation={"accel": "wrist x/y/z in g at 50 Hz, 128 samples (2.56 s), window mean kept"},
 )
 
-MODELS: dict[str, ModelSpec] = {ECG.name: ECG, ACTIVITY.name: ACTIVITY}
+# The ECG model's inputs, each value binned: 261 values x 96 bins x 4 classes + 4 = 100,228
+# parameters, a linear model of the size at which secure aggregation's cost per parameter rules
+# a round (benchmarks/bench_e2e.py). The ranges hold the normalised beats (|x| < 1 but for
+# artefacts) and the RR ratios (0.3-2 in MIT-BIH); values outside fall into the end bins.
+ECG_LINEAR = LinearSpec(
+    name="ecg-linear",
+    version=1,
+    series_input=ECG.series_input,
+    series_len=ECG.series_len,
+    series_channels=ECG.series_channels,
+    class_names=ECG.class_names,
+    bins=96,
+    series_range=(-1.0, 1.0),
+    side_input=ECG.side_input,
+    side_dim=ECG.side_dim,
+    side_range=(0.0, 2.5),
+    init_seed=20250105,
+    normalisation=dict(ECG.normalisation),
+)
+
+MODELS: dict[str, Spec] = {ECG.name: ECG, ACTIVITY.name: ACTIVITY, ECG_LINEAR.name: ECG_LINEAR}
 
 
-def get_spec(name: str) -> ModelSpec:
+def get_spec(name: str) -> Spec:
     """The spec of a known model; ``InputError`` names the known ones otherwise."""
     try:
         return MODELS[name]

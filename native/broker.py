@@ -201,6 +201,8 @@ class MosquittoBroker:
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 0\n"
             "max_queued_messages 100000\n"
+            # Without it every small message waits for the client's delayed ACK (~40 ms a hop).
+            "set_tcp_nodelay true\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
         )
         return conf

@@ -15,6 +15,8 @@ import hmac
 import os
 import stat
 import struct
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ __all__ = [
     "SEALED_OVERHEAD",
     "Purpose",
     "RoundKeys",
+    "caller_cpu_s",
     "constant_time_equal",
     "derive_seed",
     "load_or_create_identity",
@@ -180,6 +183,14 @@ class RoundKeys:
 
 _POOL: ThreadPoolExecutor | None = None
 _PARALLEL_MIN = 16
+# CPU seconds that map_chunked spent on the pool for each calling thread: without it a caller's
+# thread_time() would miss the parallel part of its own work.
+_POOL_CPU = threading.local()
+
+
+def caller_cpu_s() -> float:
+    """CPU seconds of the calling thread, plus what ``map_chunked`` ran for it on the pool."""
+    return time.thread_time() + float(getattr(_POOL_CPU, "seconds", 0.0))
 
 
 def map_chunked(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
@@ -197,8 +208,14 @@ def map_chunked(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
         _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedgate-crypto")
     size = -(-len(items) // workers)
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    parts = _POOL.map(lambda chunk: [fn(x) for x in chunk], chunks)
-    return [y for part in parts for y in part]
+
+    def run(chunk: Sequence[_T]) -> tuple[list[_R], float]:
+        started = time.thread_time()
+        return [fn(x) for x in chunk], time.thread_time() - started
+
+    parts = list(_POOL.map(run, chunks))
+    _POOL_CPU.seconds = getattr(_POOL_CPU, "seconds", 0.0) + sum(cpu for _, cpu in parts)
+    return [y for part, _ in parts for y in part]
 
 
 def load_or_create_identity(path: Path) -> nacl.signing.SigningKey:

@@ -95,6 +95,9 @@ def quantize(
     bits = check_bits(bits)
     seed = check_seed(seed)
     ring = bits if ring_bits is None else check_bits(ring_bits, "ring_bits", lo=bits)
+    if not (math.isfinite(2.0 * clip) and math.isfinite(((1 << bits) - 1) / (2.0 * clip))):
+        # The scale would overflow and the levels be NaN: no meaningful quantization exists.
+        raise InputError(f"clip {clip!r} is out of range for {bits}-bit levels")
     out = allocate(x.shape[0], ring_dtype(ring))
     non_finite = core_call(_core.quantize, x, clip, bits, seed, out)
     if non_finite:

@@ -8,10 +8,16 @@ two. The tree (``ROOT`` defaults to ``fedgate/v1``; ``{r}`` is a round id, ``{gw
     {ROOT}/rounds/{r}/down/{gw}      aggregator -> gw    messages for one gateway (relayed shares)
     {ROOT}/rounds/{r}/up/{gw}        gw -> aggregator    a gateway's protocol messages
     {ROOT}/status/{gw}               gw -> aggregator    retained presence (last will: offline)
-    {ROOT}/wearables/{dev}/frames    wearable -> gw      sensor frames
+
+Wearables talk to their gateway on the gateway's local broker, in a tree of their own
+(``DEVICE_ROOT`` defaults to ``fedgate/dev``; ``{dev}`` is the frame header's device id, decimal)::
+
+    {DEVICE_ROOT}/{dev}/frames       wearable -> gw      one device frame per message, QoS 0
+    {DEVICE_ROOT}/{dev}/resend       gw -> wearable      u32 LE sequence numbers to send again
 
 Identifiers are restricted to ``[A-Za-z0-9_-]{1,32}`` so that they can never contain the MQTT
 wildcards ``+``/``#``, a level separator or a NUL, and fit the transport's fixed-width sender field.
+Device ids are uint32 written without leading zeros, so each device has exactly one topic.
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ from typing import Literal
 from native.errors import InputError, InputTypeError, WireError
 
 DEFAULT_ROOT = "fedgate/v1"
+DEVICE_ROOT = "fedgate/dev"
 MAX_ID_LEN = 32
+MAX_DEVICE_ID = 2**32 - 1
 MAX_ROUND_ID = 2**63 - 1
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _RESERVED_IDS = frozenset({"all", "broadcast"})
 
-TopicKind = Literal["announce", "broadcast", "down", "up", "status", "frames"]
+TopicKind = Literal["announce", "broadcast", "down", "up", "status"]
+DeviceTopicKind = Literal["frames", "resend"]
 
 
 @dataclass(frozen=True)
@@ -96,11 +105,6 @@ def status(gateway_id: str, root: str = DEFAULT_ROOT) -> str:
     return f"{check_root(root)}/status/{check_id(gateway_id)}"
 
 
-def frames(device_id: str, root: str = DEFAULT_ROOT) -> str:
-    """Sensor frames of one wearable device."""
-    return f"{check_root(root)}/wearables/{check_id(device_id)}/frames"
-
-
 def all_uplinks(root: str = DEFAULT_ROOT) -> str:
     """Filter the aggregator subscribes to for every gateway's messages of every round."""
     return f"{check_root(root)}/rounds/+/up/+"
@@ -140,8 +144,6 @@ def _parse_levels(levels: list[str]) -> ParsedTopic:
         return ParsedTopic("announce")
     if len(levels) == 2 and levels[0] == "status":
         return ParsedTopic("status", node_id=check_id(levels[1]))
-    if len(levels) == 3 and levels[0] == "wearables" and levels[2] == "frames":
-        return ParsedTopic("frames", node_id=check_id(levels[1]))
     if len(levels) >= 3 and levels[0] == "rounds":
         if not levels[1].isascii() or not levels[1].isdigit() or len(levels[1]) > 19:
             raise InputError(f"round level {levels[1][:20]!r} is not a decimal round id")
@@ -152,3 +154,59 @@ def _parse_levels(levels: list[str]) -> ParsedTopic:
             kind: TopicKind = "up" if levels[2] == "up" else "down"
             return ParsedTopic(kind, round_id=round_id, node_id=check_id(levels[3]))
     raise InputError("unknown topic layout")
+
+
+# -- wearable <-> gateway, on the gateway's local broker ------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    """A parsed device topic: frames from, or resend requests to, one wearable."""
+
+    kind: DeviceTopicKind
+    device_id: int
+
+
+def check_device_id(device_id: object) -> int:
+    """Return ``device_id`` if it is an int in [0, 2**32 - 1] (the frame header's field)."""
+    if isinstance(device_id, bool) or not isinstance(device_id, int):
+        raise InputTypeError(f"device id must be an int, got {type(device_id).__name__}")
+    if not 0 <= device_id <= MAX_DEVICE_ID:
+        raise InputError(f"device id must be in [0, 2**32 - 1], got {device_id}")
+    return device_id
+
+
+def device_frames(device_id: int, root: str = DEVICE_ROOT) -> str:
+    """Frames of one wearable (wearable -> gateway)."""
+    return f"{check_root(root)}/{check_device_id(device_id)}/frames"
+
+
+def device_resend(device_id: int, root: str = DEVICE_ROOT) -> str:
+    """Resend requests for one wearable (gateway -> wearable)."""
+    return f"{check_root(root)}/{check_device_id(device_id)}/resend"
+
+
+def all_device_frames(root: str = DEVICE_ROOT) -> str:
+    """Filter a gateway subscribes to for the frames of every wearable on its broker."""
+    return f"{check_root(root)}/+/frames"
+
+
+def parse_device(topic: object, root: str = DEVICE_ROOT) -> DeviceTopic:
+    """Parse a concrete device topic; anything else is a ``WireError``."""
+    if not isinstance(topic, str):
+        raise WireError(f"topic must be a str, got {type(topic).__name__}")
+    prefix = check_root(root) + "/"
+    if not topic.startswith(prefix) or len(topic) > 512:
+        raise WireError(f"topic {topic[:80]!r} is not under {root!r}")
+    levels = topic[len(prefix) :].split("/")
+    if len(levels) != 2 or levels[1] not in ("frames", "resend"):
+        raise WireError(f"malformed device topic {topic[:80]!r}")
+    dev = levels[0]
+    # Decimal without leading zeros: "007" and "7" must not name the same device twice.
+    if not (dev.isascii() and dev.isdigit() and len(dev) <= 10 and (dev == "0" or dev[0] != "0")):
+        raise WireError(f"device level {dev[:20]!r} is not a decimal device id")
+    device_id = int(dev)
+    if device_id > MAX_DEVICE_ID:
+        raise WireError(f"device id {device_id} does not fit 32 bits")
+    kind: DeviceTopicKind = "frames" if levels[1] == "frames" else "resend"
+    return DeviceTopic(kind, device_id)

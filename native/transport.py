@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -215,6 +216,7 @@ class Transport:
             self._refused = str(reason)
             self._answered.set()
             return
+        _no_delay(client)
         with self._lock:
             filters = list(self._filters)
         if filters:
@@ -292,6 +294,19 @@ class Transport:
             frame = self._presence_frame(PRESENCE_OFFLINE, self._generation * 2 + 1)
             client.will_set(topics.status(self.config.client_id, self.config.root), frame,
                             qos=1, retain=True)
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """Turn Nagle's algorithm off: protocol messages are small and each stage waits for the
+    answers to the last one, so Nagle holding a segment until the peer's delayed ACK (40 ms on
+    Linux) would add that to every hop; measured over Mosquitto on loopback, a request/answer
+    round trip took 88 ms with it and 0.4 ms without (the broker needs ``set_tcp_nodelay``)."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # not fatal: the connection works, only slower
+            log.warning("cannot set TCP_NODELAY: %s", exc)
 
 
 class Publication:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ from native.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["attack", "per_sample_loss", "roc_auc", "tpr_at_fpr"]
+__all__ = ["attack", "audit_version", "load_beats", "model_losses", "per_sample_loss",
+           "record_paths", "roc_auc", "tpr_at_fpr"]
 
 DEFAULT_FPRS = (0.01, 0.001)
 
@@ -103,3 +105,55 @@ def model_losses(artifacts: Any, params: Any, inputs: Mapping[str, Any], labels:
     trainer = LocalTrainer(artifacts, threads=1)
     trainer.set_parameters(flat)
     return per_sample_loss(trainer.logits(data), y)
+
+
+def record_paths(specs: Sequence[str | Path]) -> list[Path]:
+    """MIT-BIH record paths (no extension) named directly or as every record of a folder.
+
+    A name may carry its ``.hea``/``.dat``/``.atr`` extension. Anything that names no readable
+    record is an ``InputError`` naming it: an audit on fewer patients than asked is not the
+    audit that was asked for.
+    """
+    out: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p.with_suffix("") for p in path.glob("*.hea")
+                           if p.with_suffix(".dat").is_file() and p.with_suffix(".atr").is_file())
+            if not found:
+                raise InputError(f"no MIT-BIH records (.hea + .dat + .atr) in folder {path}")
+            out.extend(found)
+            continue
+        base = path.with_suffix("") if path.suffix in (".hea", ".dat", ".atr") else path
+        missing = [s for s in (".hea", ".dat", ".atr") if not base.with_suffix(s).is_file()]
+        if missing:
+            raise InputError(f"record {base}: missing {', '.join(missing)}")
+        out.append(base)
+    if not out:
+        raise InputError("no records named")
+    return list(dict.fromkeys(out))
+
+
+def load_beats(specs: Sequence[str | Path]) -> tuple[dict[str, NDArray[Any]], NDArray[Any],
+                                                     list[str]]:
+    """Every classifiable beat of the named records (``models.ecg.beat_dataset``), pooled."""
+    from models.ecg import beat_dataset
+
+    parts = [(p.name, *beat_dataset(p)) for p in record_paths(specs)]
+    parts = [p for p in parts if p[2].size]
+    if not parts:
+        raise InputError("the named records hold no classifiable beats")
+    inputs = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    return inputs, np.concatenate([p[2] for p in parts]), [p[0] for p in parts]
+
+
+def audit_version(artifacts: Any, params: Any, members: tuple[Any, Any],
+                  nonmembers: tuple[Any, Any], fprs: Sequence[float] = DEFAULT_FPRS
+                  ) -> dict[str, Any]:
+    """The loss attack on one model version: ROC figures and the two groups' mean losses."""
+    m = model_losses(artifacts, params, *members)
+    n = model_losses(artifacts, params, *nonmembers)
+    out = attack(m, n, fprs)
+    out["member_loss_mean"] = float(m.mean())
+    out["nonmember_loss_mean"] = float(n.mean())
+    return out

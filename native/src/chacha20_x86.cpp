@@ -1,5 +1,6 @@
-// ChaCha20 on x86-64 with 8 (AVX2) or 16 (AVX-512) blocks in flight: vector i holds state word i of
-// every block, so a double round is plain lane-wise arithmetic; a transpose serializes the blocks.
+// ChaCha20 on x86-64 with 8 (AVX2) or 16 (AVX-512, chacha20_avx512.hpp) blocks in flight: vector i
+// holds state word i of every block, so a double round is plain lane-wise arithmetic; a transpose
+// serializes the blocks.
 // Compiled with per-function target attributes, never with -march, and called only after
 // fedgate::simd_level() said the CPU has the instructions.
 #include "fedgate/chacha20.hpp"
@@ -9,13 +10,14 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include "chacha20_avx512.hpp"
+
 namespace fedgate::detail {
 namespace {
 
 constexpr std::uint32_t kSigma[4] = {0x61707865u, 0x3320646eu, 0x79622d32u, 0x6b206574u};
 
 #define FG_AVX2 __attribute__((target("avx2")))
-#define FG_AVX512 __attribute__((target("avx512f,avx512bw")))
 
 FG_AVX2 inline __m256i rotl_avx2(__m256i v, int c) {
     return _mm256_or_si256(_mm256_slli_epi32(v, c), _mm256_srli_epi32(v, 32 - c));
@@ -45,38 +47,6 @@ FG_AVX2 inline void store8_avx2(const __m256i* a, std::uint8_t* out) {
                             _mm256_permute2x128_si256(lo[j], hi[j], 0x20));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 64 * (j + 4)),
                             _mm256_permute2x128_si256(lo[j], hi[j], 0x31));
-    }
-}
-
-FG_AVX512 inline void quarter_avx512(__m512i& a, __m512i& b, __m512i& c, __m512i& d) {
-    a = _mm512_add_epi32(a, b); d = _mm512_rol_epi32(_mm512_xor_si512(d, a), 16);
-    c = _mm512_add_epi32(c, d); b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 12);
-    a = _mm512_add_epi32(a, b); d = _mm512_rol_epi32(_mm512_xor_si512(d, a), 8);
-    c = _mm512_add_epi32(c, d); b = _mm512_rol_epi32(_mm512_xor_si512(b, c), 7);
-}
-
-// Words 4g..4g+3 of all 16 blocks -> per block j (of each 128-bit lane L: block 4L+j) one 16-byte row;
-// then a 4x4 transpose of 128-bit lanes gathers the four rows of one block.
-FG_AVX512 inline void store16_avx512(const __m512i* x, std::uint8_t* out) {
-    __m512i y[4][4];  // y[g][j]: lane L = words 4g..4g+3 of block 4L+j
-    for (int g = 0; g < 4; ++g) {
-        const __m512i* a = x + 4 * g;
-        const __m512i t0 = _mm512_unpacklo_epi32(a[0], a[1]), t1 = _mm512_unpackhi_epi32(a[0], a[1]);
-        const __m512i t2 = _mm512_unpacklo_epi32(a[2], a[3]), t3 = _mm512_unpackhi_epi32(a[2], a[3]);
-        y[g][0] = _mm512_unpacklo_epi64(t0, t2);
-        y[g][1] = _mm512_unpackhi_epi64(t0, t2);
-        y[g][2] = _mm512_unpacklo_epi64(t1, t3);
-        y[g][3] = _mm512_unpackhi_epi64(t1, t3);
-    }
-    for (int j = 0; j < 4; ++j) {
-        const __m512i s0 = _mm512_shuffle_i32x4(y[0][j], y[1][j], 0x44);
-        const __m512i s1 = _mm512_shuffle_i32x4(y[0][j], y[1][j], 0xEE);
-        const __m512i s2 = _mm512_shuffle_i32x4(y[2][j], y[3][j], 0x44);
-        const __m512i s3 = _mm512_shuffle_i32x4(y[2][j], y[3][j], 0xEE);
-        _mm512_storeu_si512(out + 64 * (0 + j), _mm512_shuffle_i32x4(s0, s2, 0x88));
-        _mm512_storeu_si512(out + 64 * (4 + j), _mm512_shuffle_i32x4(s0, s2, 0xDD));
-        _mm512_storeu_si512(out + 64 * (8 + j), _mm512_shuffle_i32x4(s1, s3, 0x88));
-        _mm512_storeu_si512(out + 64 * (12 + j), _mm512_shuffle_i32x4(s1, s3, 0xDD));
     }
 }
 
@@ -115,30 +85,23 @@ FG_AVX2 std::size_t chacha20_blocks_avx2(const ChachaKey& k, std::uint32_t count
     return done;
 }
 
-FG_AVX512 std::size_t chacha20_blocks_avx512(const ChachaKey& k, std::uint32_t counter,
-                                             std::size_t nblocks, std::uint8_t* out) {
-    __m512i in[16];
-    for (int i = 0; i < 4; ++i) in[i] = _mm512_set1_epi32(static_cast<int>(kSigma[i]));
-    for (int i = 0; i < 8; ++i) in[4 + i] = _mm512_set1_epi32(static_cast<int>(k.key[i]));
-    for (int i = 0; i < 3; ++i) in[13 + i] = _mm512_set1_epi32(static_cast<int>(k.nonce[i]));
-    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+// The double rounds prefetch the output 32 blocks (2 KiB) ahead for writing, as far as out
+// extends: expand writes straight into an output vector that is usually not in cache, and the
+// rounds have no memory accesses of their own to hide the misses behind.
+FG_CHACHA_AVX512 std::size_t chacha20_blocks_avx512(const ChachaKey& k, std::uint32_t counter,
+                                                    std::size_t nblocks, std::uint8_t* out) {
+    constexpr std::size_t kAhead = 32;
+    const avx512::State16 state = avx512::state16(k);
     std::size_t done = 0;
     for (; done + 16 <= nblocks; done += 16, out += 16 * kChachaBlockBytes) {
-        in[12] = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(counter + done)), lanes);
-        __m512i x[16];
-        for (int i = 0; i < 16; ++i) x[i] = in[i];
-        for (int r = 0; r < 10; ++r) {
-            quarter_avx512(x[0], x[4], x[8], x[12]);
-            quarter_avx512(x[1], x[5], x[9], x[13]);
-            quarter_avx512(x[2], x[6], x[10], x[14]);
-            quarter_avx512(x[3], x[7], x[11], x[15]);
-            quarter_avx512(x[0], x[5], x[10], x[15]);
-            quarter_avx512(x[1], x[6], x[11], x[12]);
-            quarter_avx512(x[2], x[7], x[8], x[13]);
-            quarter_avx512(x[3], x[4], x[9], x[14]);
-        }
-        for (int i = 0; i < 16; ++i) x[i] = _mm512_add_epi32(x[i], in[i]);
-        store16_avx512(x, out);
+        const bool ahead = done + 16 + kAhead <= nblocks;
+        const std::uint8_t* const next = out + (ahead ? kAhead * kChachaBlockBytes : 0);
+        const auto prefetch = [&](int r) __attribute__((always_inline)) {
+            if (r >= 8 || !ahead) return;  // 8 rounds x 128 bytes: the next 16 blocks
+            __builtin_prefetch(next + 128 * r, 1, 3);
+            __builtin_prefetch(next + 128 * r + 64, 1, 3);
+        };
+        avx512::blocks16(state, counter + static_cast<std::uint32_t>(done), out, prefetch);
     }
     return done;
 }

@@ -1,5 +1,6 @@
-// Exact discrete Gaussian sampling (Canonne, Kamath, Steinke 2020, Algorithms 1-3) from the noise
-// keystream, in integer arithmetic only.
+// The reference discrete Gaussian sampler (Canonne, Kamath, Steinke 2020, Algorithms 1-3) from the
+// noise keystream, in integer arithmetic only. The default sampler is the table one
+// (dgauss_table.cpp); this one stays as the independent check of its distribution.
 //
 // sigma^2 = a / b. With t = floor(sigma) + 1, propose Y from the discrete Laplace of scale t
 // (Algorithm 2), accept with probability exp(-gamma), gamma = (|Y| - sigma^2 / t)^2 / (2 sigma^2)
@@ -101,7 +102,7 @@ std::int64_t dgauss(WordStream& rng, const DgaussPlan& p) {
 
 }  // namespace
 
-void dgauss_sample(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, std::size_t n,
+void dgauss_cks_sample(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, std::size_t n,
                    std::int64_t* out) {
     const DgaussPlan plan = plan_dgauss(num, den);
     WordStream rng(seed);
@@ -109,7 +110,7 @@ void dgauss_sample(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t
 }
 
 template <typename T>
-void dgauss_add(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, unsigned bits, T* acc,
+void dgauss_cks_add(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, unsigned bits, T* acc,
                 std::size_t n) {
     if (bits < 1 || bits > 8 * sizeof(T)) throw std::invalid_argument("noise: bits out of range");
     const DgaussPlan plan = plan_dgauss(num, den);
@@ -121,9 +122,9 @@ void dgauss_add(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t de
     }
 }
 
-template void dgauss_add<std::uint16_t>(const std::uint8_t*, std::uint64_t, std::uint64_t, unsigned,
-                                        std::uint16_t*, std::size_t);
-template void dgauss_add<std::uint32_t>(const std::uint8_t*, std::uint64_t, std::uint64_t, unsigned,
-                                        std::uint32_t*, std::size_t);
+template void dgauss_cks_add<std::uint16_t>(const std::uint8_t*, std::uint64_t, std::uint64_t, unsigned,
+                                            std::uint16_t*, std::size_t);
+template void dgauss_cks_add<std::uint32_t>(const std::uint8_t*, std::uint64_t, std::uint64_t, unsigned,
+                                            std::uint32_t*, std::size_t);
 
 }  // namespace fedgate

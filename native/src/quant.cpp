@@ -57,7 +57,7 @@ void quantize_scalar(const float* x, const std::uint16_t* h, std::size_t n,
     if (!any_tie) return;
     for (std::size_t i = 0; i < n; ++i) {
         if (h[i] == level_of(static_cast<double>(x[i]), c).g) {
-            o.ties[(*o.n_ties)++] = static_cast<std::uint32_t>(i);
+            o.ties[(*o.n_ties)++] = static_cast<std::uint32_t>(o.offset + i);
         }
     }
 }
@@ -98,11 +98,60 @@ std::size_t quantize_simd(const float* x, const std::uint16_t* h, std::size_t n,
     return 0;
 }
 
+// The prefix of a chunk that a path drawing its own keystream handled (0 where there is none).
+template <typename T>
+std::size_t quantize_fused(const float* x, std::size_t n, std::size_t extent, const ChachaKey& key,
+                           std::uint32_t counter, const detail::QuantConsts& c, T* out,
+                           const detail::QuantOut& o) {
+#if defined(__x86_64__)
+    if (simd_level() == SimdLevel::avx512) {
+        if constexpr (sizeof(T) == 2) {
+            return detail::quantize_avx512_fused_u16(x, n, extent, key, counter, c, out, o);
+        } else {
+            return detail::quantize_avx512_fused_u32(x, n, extent, key, counter, c, out, o);
+        }
+    }
+#else
+    (void)x, (void)n, (void)extent, (void)key, (void)counter, (void)c, (void)out, (void)o;
+#endif
+    return 0;
+}
+
+// One chunk of len elements (x and out valid for `extent`): the fused path where there is one,
+// then the keystream of the rest into `words` for the SIMD loop and the scalar tail. Tie indices
+// are relative to x.
+template <typename T>
+void quantize_chunk(const float* x, std::size_t len, std::size_t extent, const ChachaKey& key,
+                    std::uint32_t counter, const detail::QuantConsts& c, T* out,
+                    std::uint16_t* words, const detail::QuantOut& o) {
+    const std::size_t fused = quantize_fused(x, len, extent, key, counter, c, out, o);
+    if (fused == len) return;
+    // fused is a whole number of blocks (32 elements each), so the rest starts on a block.
+    const auto rest_counter = counter + static_cast<std::uint32_t>(fused * 2 / kChachaBlockBytes);
+    auto* const bytes = reinterpret_cast<std::uint8_t*>(words);
+    chacha20_keystream(key, rest_counter, bytes, (len - fused) * 2);
+    const std::size_t simd = quantize_simd(x + fused, words, len - fused, c, out + fused,
+                                           detail::QuantOut{o.bad, o.ties, o.n_ties, fused});
+    const std::size_t at = fused + simd;
+    quantize_scalar(x + at, words + simd, len - at, c, out + at,
+                    detail::QuantOut{o.bad, o.ties, o.n_ties, at});
+}
+
 double check_clip(double clip) {
     if (!(std::isfinite(clip) && clip > 0.0)) {
         throw std::invalid_argument("clip must be a finite positive number");
     }
     return clip;
+}
+
+// 2 clip and scale = top / (2 clip) must be finite: an overflow turns v into Inf or NaN, whose
+// conversion to an integer is undefined (clip below about 1e-299 at 32 bits, or above 8.9e307).
+double check_scale(double top, double clip) {
+    const double scale = top / (2.0 * clip);
+    if (!(std::isfinite(2.0 * clip) && std::isfinite(scale))) {
+        throw std::invalid_argument("clip is out of range: (2^bits - 1) / (2 clip) overflows");
+    }
+    return scale;
 }
 
 }  // namespace
@@ -145,7 +194,7 @@ template <typename T>
 std::size_t quantize(const float* x, std::size_t n, double clip, unsigned bits,
                      const std::uint8_t seed[32], T* out) {
     const double top = static_cast<double>(ring_mask<T>(bits));
-    const detail::QuantConsts consts{check_clip(clip), top / (2.0 * clip), top};
+    const detail::QuantConsts consts{check_clip(clip), check_scale(top, clip), top};
     chacha20_check_range(kTieCounter, static_cast<std::uint64_t>(n) * 4);  // implies the main range
     const ChachaKey key = chacha20_setup(seed, kLibsodiumDrgNonce);
     alignas(64) std::uint16_t words[kChunk];
@@ -155,16 +204,10 @@ std::size_t quantize(const float* x, std::size_t n, double clip, unsigned bits,
     for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
         const std::size_t len = std::min(kChunk, n - i0);
         const auto counter = static_cast<std::uint32_t>(i0 * 2 / kChachaBlockBytes);
-        chacha20_keystream(key, counter, reinterpret_cast<std::uint8_t*>(words), len * 2);
         std::size_t n_ties = 0;
-        const detail::QuantOut o{&bad, ties, &n_ties};
-        const std::size_t done = quantize_simd(x + i0, words, len, consts, out + i0, o);
-        std::uint32_t* const tail_ties = ties + n_ties;
-        std::size_t n_tail = 0;
-        quantize_scalar(x + i0 + done, words + done, len - done, consts, out + i0 + done,
-                        detail::QuantOut{&bad, tail_ties, &n_tail});
-        for (std::size_t k = 0; k < n_tail; ++k) tail_ties[k] += static_cast<std::uint32_t>(done);
-        settle_ties(x + i0, i0, ties, n_ties + n_tail, key, consts, out + i0);
+        quantize_chunk(x + i0, len, n - i0, key, counter, consts, out + i0, words,
+                       detail::QuantOut{&bad, ties, &n_ties, 0});
+        settle_ties(x + i0, i0, ties, n_ties, key, consts, out + i0);
     }
     if (bad) {
         for (std::size_t i = 0; i < n; ++i) n_bad += !std::isfinite(x[i]);

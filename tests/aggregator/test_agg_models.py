@@ -109,6 +109,27 @@ def test_tampered_blob_or_manifest_is_refused_not_served(client: TestClient) -> 
     assert 'reason="IntegrityError"' in client.get("/metrics").text
 
 
+def test_tampering_after_a_version_was_served_is_still_refused(client: TestClient) -> None:
+    # The registry keeps what it verified once (a version never changes): a row altered in the
+    # database afterwards must not be served on the strength of the earlier check.
+    register_chain(client, 3)
+    for _ in range(2):
+        assert client.get("/v1/models/latest").json()["lineage"] == [3, 2, 1]
+    db: Database = client.app.state.db  # type: ignore[attr-defined]
+    with db.session() as session:
+        row = session.get(ModelVersion, 3)
+        assert row is not None
+        session.execute(update(ModelVersion).where(ModelVersion.version == 3)
+                        .values(signature=bytes(64)))
+    response = client.get("/v1/models/latest")
+    assert response.status_code == 500 and response.json()["error"] == "IntegrityError"
+    registry: ModelRegistry = client.app.state.registry  # type: ignore[attr-defined]
+    with db.session() as session:
+        row = registry.register(session, inference=b"next" * 40, parent=2)
+        assert registry.lineage(session, row.version) == [4, 2, 1]
+        assert registry.lineage(session, 99) == []
+
+
 def test_registry_refuses_bad_input(client: TestClient) -> None:
     registry: ModelRegistry = client.app.state.registry  # type: ignore[attr-defined]
     db: Database = client.app.state.db  # type: ignore[attr-defined]

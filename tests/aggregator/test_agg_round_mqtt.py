@@ -459,3 +459,21 @@ def test_full_round_over_the_embedded_broker(service: TestClient) -> None:
     assert result is not None and result.included == (1, 2, 3, 4)
     bits = sims[0].core.state.config.ring_bits  # type: ignore[union-attr]
     assert np.array_equal(result.total, expected_total(sims, result.included, bits))
+
+
+def test_refused_round_parameters_leave_an_ended_round(service: TestClient) -> None:
+    # open_round refuses before anything is published: the round is recorded as aborted with
+    # the reason, not left open for a restarted aggregator to "recover".
+    server_key = nacl.signing.SigningKey.generate()
+    keys = {pid: nacl.signing.SigningKey.generate() for pid in (1, 2, 3)}
+    server = SecAggServer(server_key, {pid: bytes(k.verify_key) for pid, k in keys.items()})
+    db: Database = service.app.state.db  # type: ignore[attr-defined]
+    never_started = Transport(TransportConfig(client_id="agg-idle", port=1, presence=False))
+    runner = RoundRunner(never_started, server, {pid: f"gw-{pid}" for pid in keys}, db)
+    with pytest.raises(FedgateError):
+        runner.run(9, list(keys), stage_timeout_s=1.0, vector_len=D, quant_bits=QBITS,
+                   clip=CLIP, degree=7)
+    shown = service.get("/v1/rounds/9").json()
+    assert (shown["stage"], shown["outcome"], shown["selected"]) == ("aborted", "aborted", 3)
+    assert shown["error"] and shown["ended_at"] is not None
+    assert runner.recover_unfinished() == []

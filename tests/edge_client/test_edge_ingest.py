@@ -245,3 +245,37 @@ def test_store_survives_reopen(tmp_path: object) -> None:
     with Store(path) as again:
         assert again.beats(DEV) == beats and again.counters(DEV)["accepted"] > 30
     assert FrameDecoder().decode_or_reason(b"") == "short"
+
+
+def test_flush_of_one_device_leaves_the_others_waiting() -> None:
+    """A device that went silent has its held frames released; another device's reorder wait is
+    untouched (its hole can still be filled in order, without a recorded gap)."""
+    a, b = list(_device(device_id=1).run(3)), list(_device(device_id=2).run(3))  # < 16 frames
+    store = Store()
+    ing = Ingestor(store)
+    for frames in (a, b):
+        for i, f in enumerate(frames):
+            if i != 3:
+                assert ing.feed(f) == "accepted"
+    ing.flush(1)
+    assert store.gaps(1) == [(3, 3)] and ing.missing(1) == [3]
+    assert store.gaps(2) == [] and ing.missing(2) == []
+    assert ing.feed(b[3]) == "accepted"  # in order after all: nothing was given up
+    assert ing.feed(a[3]) == "late"
+    ing.flush()
+    assert store.gaps(1) == store.gaps(2) == []
+    assert len(store.beats(1)) == len(store.beats(2)) >= 2
+
+
+def test_missing_gives_the_newest_holes_oldest_first() -> None:
+    frames = list(_device().run(60))
+    store = Store()
+    ing = Ingestor(store)
+    for i, f in enumerate(frames):
+        if i % 3 != 1:
+            ing.feed(f)
+    ing.flush()
+    holes = [i for i in range(len(frames)) if i % 3 == 1]
+    assert ing.missing(DEV, 5) == holes[-5:]
+    assert ing.missing(DEV) == holes[-64:]
+    assert ing.missing(999) == []

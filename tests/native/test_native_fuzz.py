@@ -276,6 +276,8 @@ def test_core_bindings_refuse_what_the_face_would_have_caught() -> None:
         lambda: _core.quantize(f32, 1.0, 17, SEED, u16),
         lambda: _core.quantize(f32, 0.0, 8, SEED, u16),
         lambda: _core.quantize(f32, float("nan"), 8, SEED, u16),
+        lambda: _core.quantize(f32, 1e-300, 32, SEED, u32),
+        lambda: _core.quantize(f32, 1e308, 8, SEED, u16),
         lambda: _core.quantize(f32, 1.0, 8, SEED, np.zeros(7, np.uint16)),
         lambda: _core.quantize(np.zeros(8, np.float64), 1.0, 8, SEED, u16),
         lambda: _core.dequantize(u32, 0, 1.0, 8, f32),

@@ -1,10 +1,10 @@
 """Exact Skellam noise: the documented algorithm, distribution of the distributed sum, determinism,
-SIMD bit-identity, modular decoding, the Hadamard rotation, and garbage on every entry point."""
+SIMD bit-identity, modular decoding, the Hadamard rotation, and garbage on every entry point (the
+discrete Gaussian samplers have test_native_dgauss.py and test_native_dgauss_stats.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import subprocess
 import sys
@@ -166,119 +166,7 @@ def test_centered_wraps_to_the_nearest_representative() -> None:
     assert noise.centered(total, 100, 16).tolist() == [-100, -99, -101, 32668, 32667, 0]
 
 
-# ---- discrete Gaussian ---------------------------------------------------------------------
-
-
-def _bern(words: Iterator[int], num: int, den: int) -> bool:
-    return num != 0 and _uniform_below_any(words, den) < num
-
-
-def _uniform_below_any(words: Iterator[int], n: int) -> int:
-    if n < 2**64:
-        return _uniform_below(words, n)
-    bits = (n - 1).bit_length()
-    while True:
-        r = ((next(words) << 64) | next(words)) & ((1 << bits) - 1)
-        if r < n:
-            return r
-
-
-def _bern_exp_unit(words: Iterator[int], num: int, den: int) -> bool:
-    k = 1
-    while _bern(words, num, den * k):
-        k += 1
-    return k % 2 == 1
-
-
-def _bern_exp(words: Iterator[int], num: int, den: int) -> bool:
-    # Unreduced num/den on purpose: the denominators decide how many words a trial consumes.
-    for _ in range(num // den):
-        if not _bern_exp_unit(words, 1, 1):
-            return False
-    return _bern_exp_unit(words, num % den, den)
-
-
-def _dgauss_reference(seed: bytes, n: int, var: Fraction) -> tuple[list[int], int]:
-    """(n draws, keystream words consumed)."""
-    consumed = 0
-
-    def counting() -> Iterator[int]:
-        nonlocal consumed
-        for w in _words(seed):
-            consumed += 1
-            yield w
-
-    words = counting()
-    a, b = var.numerator, var.denominator
-    t = math.isqrt(a // b) + 1
-    out: list[int] = []
-    while len(out) < n:
-        u = _uniform_below(words, t)
-        if not _bern_exp_unit(words, u, t):
-            continue
-        v = 0
-        while _bern_exp_unit(words, 1, 1):
-            v += 1
-        x = u + t * v
-        neg = _uniform_below(words, 2) == 1
-        if neg and x == 0:
-            continue
-        if _bern_exp(words, (x * b * t - a) ** 2, 2 * a * b * t * t):
-            out.append(-x if neg else x)
-    return out, consumed
-
-
-@pytest.mark.parametrize("variance", [Fraction(1), Fraction(7, 3), Fraction(5000), Fraction(2**32)])
-def test_dgauss_matches_the_documented_algorithm(variance: Fraction) -> None:
-    seed = _seed("dg-ref", variance)
-    got = noise.sample_dgauss(seed, 300, variance).tolist()
-    assert got == _dgauss_reference(seed, 300, variance)[0]
-    assert np.array_equal(noise.sample_dgauss(seed, 100, variance), got[:100])
-
-
-def _dgauss_pmf(var: float, support: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    w = np.exp(-(support.astype(np.float64) ** 2) / (2 * var))
-    return w / w.sum()
-
-
-@pytest.mark.parametrize(
-    ("gateways", "variance"), [(1, Fraction(3, 2)), (8, Fraction(1, 2)), (5, 20)]
-)
-def test_dgauss_sum_over_gateways_matches_the_convolved_pmf(
-    gateways: int, variance: Fraction | int
-) -> None:
-    # The sum of n discrete Gaussians is not a discrete Gaussian; test it against the exact
-    # n-fold convolution of the pmf (numerically, on a support far beyond any sample).
-    n, bits = 60_000, 24
-    acc = np.zeros(n, np.uint32)
-    for g in range(gateways):
-        noise.add_dgauss_noise(acc, _seed("dg", g, variance), variance, bits)
-    total = noise.centered(acc, 0, bits)
-    half = int(40 * math.sqrt(float(variance))) + 40
-    support = np.arange(-half, half + 1)
-    one = _dgauss_pmf(float(variance), support)
-    pmf = one
-    for _ in range(gateways - 1):
-        pmf = np.convolve(pmf, one)
-    lo_support = -half * gateways
-    var_sum = float((pmf * (np.arange(len(pmf)) + lo_support) ** 2).sum())
-    assert abs(total.mean()) < 5 * math.sqrt(var_sum / n)
-    assert abs(total.var() - var_sum) < 6 * math.sqrt(2 * var_sum**2 / n)
-    cdf = np.cumsum(pmf)
-    lo = int(np.searchsorted(cdf, 1e-4)) + lo_support
-    hi = int(np.searchsorted(cdf, 1 - 1e-4)) + lo_support
-    idx = np.arange(lo, hi + 1) - lo_support
-    counts = np.array([(total < lo).sum()] + [(total == k).sum() for k in range(lo, hi + 1)])
-    counts = np.append(counts, (total > hi).sum())
-    probs = np.concatenate([[pmf[: idx[0]].sum()], pmf[idx], [pmf[idx[-1] + 1 :].sum()]])
-    assert stats.chisquare(counts, probs / probs.sum() * n).pvalue > 1e-4
-
-
-def test_dgauss_cost_does_not_grow_with_the_variance() -> None:
-    # Counted in keystream words, not time: draws at sigma^2 = 2^32 use about as many as at 10.
-    big = _dgauss_reference(_seed("cost"), 300, Fraction(2**32))[1]
-    small = _dgauss_reference(_seed("cost"), 300, Fraction(10))[1]
-    assert big < 3 * small
+# ---- discrete Gaussian (the samplers and their statistics: test_native_dgauss*.py) -----------
 
 
 @pytest.mark.parametrize(

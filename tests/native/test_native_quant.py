@@ -189,6 +189,104 @@ def test_ties_are_settled_alike_at_every_simd_level() -> None:
     assert "scalar" in seen and cpu.simd_level() in seen
 
 
+# (clip, bits, ring_bits) reaching each specialisation of the vector loops: clip a float32 or not,
+# clip outside [2^-60, 2^60] (no folded 2^16), min(v, top) needed (7e5 at 16 bits, 1e-20 at 17),
+# levels above 2^16 - 1 (wide lanes), uint16 and uint32 outputs.
+_PATH_CASES = [(1.0, 8, 16), (1.0, 8, 32), (1 / 3, 15, 16), (0.1, 16, 16), (7e5, 16, 32),
+               (2.5, 17, 32), (1e-20, 17, 32), (1e20, 8, 16), (0.3, 32, 32), (1e-20, 1, 1)]
+# Lengths around the 512-element batches of the fused keystream and the 4096-element chunks.
+_PATH_LENGTHS = [31, 511, 512, 545, 4641, 9000]
+_PATH_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from native import cpu, quant
+out = [cpu.simd_level()]
+for clip, bits, ring in eval(sys.argv[1]):
+    x = np.random.default_rng(bits).standard_normal(9000).astype(np.float32) * np.float32(clip)
+    x[::97] = np.float32(clip)
+    x[1::97] = -np.float32(clip)
+    for n in eval(sys.argv[2]):
+        q = quant.quantize(x[:n], clip, bits, b"p" * 32, ring_bits=ring)
+        out.append(hashlib.sha256(q.tobytes()).hexdigest())
+print(" ".join(out))
+"""
+
+
+def test_every_kernel_path_matches_the_definition_at_every_simd_level() -> None:
+    runs = {}
+    for level in ("scalar", "avx2", "avx512", "neon"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _PATH_SCRIPT, repr(_PATH_CASES), repr(_PATH_LENGTHS)],
+            env=dict(os.environ, FEDGATE_SIMD=level), capture_output=True, text=True, check=True,
+        )
+        got_level, *digests = proc.stdout.split()
+        runs[got_level] = digests
+    assert "scalar" in runs and cpu.simd_level() in runs
+    want = []
+    for clip, bits, ring in _PATH_CASES:
+        x = np.random.default_rng(bits).standard_normal(9000).astype(np.float32) * np.float32(clip)
+        x[::97] = np.float32(clip)
+        x[1::97] = -np.float32(clip)
+        for n in _PATH_LENGTHS:
+            q = quant.quantize(x[:n], clip, bits, b"p" * 32, ring_bits=ring)
+            ref, _ = _reference_quantize(x[:n], clip, bits, b"p" * 32)
+            np.testing.assert_array_equal(q.astype(np.uint64), ref, err_msg=f"{clip} {bits} {n}")
+            want.append(hashlib.sha256(q.tobytes()).hexdigest())
+    for level, digests in runs.items():
+        assert digests == want, level
+
+
+def _float32_first_pass(x: np.ndarray[Any, Any], clip: float, bits: int) -> np.ndarray[Any, Any]:
+    """trunc(fl32(fl32(clamp(x, K) + K) * S)): the AVX-512 loop's estimate of floor(v * 2^16)."""
+    k, s = np.float32(clip), np.float32(((1 << bits) - 1) / (2.0 * clip) * 65536.0)
+    p = (np.minimum(np.maximum(x, -k), k) + k) * s
+    assert p.dtype == np.float32
+    return np.trunc(p.astype(np.float64))
+
+
+@pytest.mark.parametrize(("clip", "bits"), [(1.0, 8), (0.1, 8), (1 / 3, 5), (2.5, 1)])
+def test_levels_next_to_a_draw_are_exact(clip: float, bits: int) -> None:
+    # Up to 255 levels the AVX-512 loop computes F = floor(v * 2^16) in float32 first (within 4 of
+    # the binary64 value) and redoes a pass in binary64 when u = F + 65535 - h has low 16 bits
+    # within 8 of a carry. Put every element within 20 of one, F = h - 1 + w (mod 2^16), and
+    # the values whose float32 estimate is furthest off on ties (F = h mod 2^16).
+    n = 1 << 16
+    seed = _seed("window", clip, bits)
+    h = mask.expand(seed, n, 16).astype(np.int64)
+    rng = np.random.default_rng(bits)
+    top = (1 << bits) - 1
+    target = rng.integers(0, top, n) * 65536 + (h - 1 + rng.integers(-20, 21, n)) % 65536
+    x = ((target + 0.5) / 65536.0 / (top / (2.0 * clip)) - clip).astype(np.float32)
+    pool = rng.uniform(-clip, clip, 1 << 18).astype(np.float32)
+    f, _, g = _levels(pool, clip, bits)
+    err = np.abs(_float32_first_pass(pool, clip, bits) - (f * 65536 + g))
+    worst = pool[err == err.max()][:200]
+    _, _, gw = _levels(worst, clip, bits)
+    at = {int(v): int(i) for i, v in enumerate(h)}  # an index of each draw value
+    placed = {at[int(gv)]: xv for gv, xv in zip(gw, worst, strict=True) if int(gv) in at}
+    x[list(placed)] = list(placed.values())
+    assert err.max() >= 1 and len(placed) >= 50
+    f, _, g = _levels(x, clip, bits)
+    low = (f * 65536 + g + 65535 - h).astype(np.int64) % 65536
+    assert np.count_nonzero((low < 8) | (low > 65526)) > n // 4  # redone in binary64
+    assert np.count_nonzero(((low >= 8) & (low < 20)) | ((low > 65514) & (low <= 65526))) > n // 4
+    want, ties = _reference_quantize(x, clip, bits, seed)
+    assert len(ties) >= len(placed)
+    for ring in (bits, 32):
+        got = quant.quantize(x, clip, bits, seed, ring_bits=ring)
+        np.testing.assert_array_equal(got.astype(np.uint64), want)
+
+
+def test_clips_whose_scale_overflows_are_refused() -> None:
+    # (2^bits - 1) / (2 clip) must be finite, or the levels would be NaN.
+    x = np.zeros(8, np.float32)
+    for clip, bits in [(1e-300, 32), (1e-300, 29), (1e308, 8), (8.99e307, 1)]:
+        with pytest.raises(InputError, match="out of range"):
+            quant.quantize(x, clip, bits, _seed("range"))
+    q = quant.quantize(x, 1e-300, 8, _seed("range"))  # a small clip alone is fine: v = 127.5
+    assert set(q.tolist()) <= {127, 128}
+
+
 @pytest.mark.parametrize(("bits", "ring_bits"), [(8, 16), (16, 16), (32, 32)])
 def test_natural_ties_match_the_definition(bits: int, ring_bits: int) -> None:
     # Random updates meet a tie about once in 2^16 elements: search a few seeds for some.

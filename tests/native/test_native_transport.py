@@ -267,6 +267,30 @@ def test_qos1_chunked_roundtrip_and_idempotent_republish(mosquitto: MosquittoBro
         agg.stop()
 
 
+def _nodelay(transport: Transport) -> int:
+    sock = transport._client.socket()
+    assert isinstance(sock, socket.socket)
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_nagle_is_off_on_both_ends_and_after_a_reconnect(mosquitto: MosquittoBroker) -> None:
+    # Small protocol messages that wait for each other's answers must not sit in Nagle's buffer
+    # until a delayed ACK: our sockets set TCP_NODELAY on every connection, and the test broker
+    # is configured to do the same on its side.
+    assert "set_tcp_nodelay true" in (mosquitto.workdir / "mosquitto.conf").read_text()
+    gw = connect(mosquitto, "gw")
+    try:
+        assert _nodelay(gw) != 0
+        mosquitto.restart()
+        deadline = time.monotonic() + 20
+        while gw.connects < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.connects >= 2 and gw.connected
+        assert _nodelay(gw) != 0
+    finally:
+        gw.stop()
+
+
 def test_retained_announce_reaches_late_subscriber_once(mosquitto: MosquittoBroker) -> None:
     agg = connect(mosquitto, "agg")
     try:

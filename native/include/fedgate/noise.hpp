@@ -31,22 +31,33 @@ template <typename T>
 void skellam_add(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, unsigned bits, T* acc,
                  std::size_t n);
 
-// Limits of the discrete Gaussian sampler on its variance sigma^2 = num / den: the exact acceptance
-// test then fits 128-bit integers (see noise.cpp).
+// Limits of both discrete Gaussian samplers on their variance sigma^2 = num / den.
 constexpr std::uint64_t kDgaussMaxDen = std::uint64_t{1} << 12;
 constexpr std::uint64_t kDgaussMaxVariance = std::uint64_t{1} << 32;
 
-// out[i] ~ N_Z(0, num / den), the discrete Gaussian of Canonne, Kamath, Steinke 2020 (their exact
-// Algorithm 3: discrete Laplace proposal, Bernoulli(exp(-gamma)) acceptance), O(1) expected work
-// whatever the variance. Throws std::invalid_argument on den == 0, den > kDgaussMaxDen,
-// num == 0 or num / den > kDgaussMaxVariance.
+// out[i] ~ N_Z(0, num / den), the table sampler of docs/privacy.md: per variance an alias table
+// over buckets of width ~ sigma / 256 (built once and cached), one 32-bit keystream word per sample
+// on the fast path, exact acceptance tests from rigorous bounds on the rest. Throws
+// std::invalid_argument on den == 0, den > kDgaussMaxDen, num == 0 or num / den >
+// kDgaussMaxVariance; std::runtime_error on the undecided events (below 2^-115 per proposal).
 void dgauss_sample(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, std::size_t n,
                    std::int64_t* out);
 
-// acc[i] = acc[i] + N_Z(0, num / den) mod 2^bits, the same draws as dgauss_sample.
+// acc[i] = acc[i] + N_Z(0, num / den) mod 2^bits, the same draws as dgauss_sample. On a throw acc
+// holds a prefix of the noise and must be discarded.
 template <typename T>
 void dgauss_add(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, unsigned bits, T* acc,
                 std::size_t n);
+
+// The reference sampler: Canonne, Kamath, Steinke 2020 (their exact Algorithm 3: discrete Laplace
+// proposal, Bernoulli(exp(-gamma)) acceptance) on 64-bit keystream words, O(1) expected work
+// whatever the variance but about 15 words per sample. Same limits and errors as dgauss_sample.
+void dgauss_cks_sample(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, std::size_t n,
+                       std::int64_t* out);
+
+template <typename T>
+void dgauss_cks_add(const std::uint8_t seed[32], std::uint64_t num, std::uint64_t den, unsigned bits,
+                    T* acc, std::size_t n);
 
 // In-place normalized fast Walsh-Hadamard transform of x (length a power of two, >= 1),
 // x <- H x / sqrt(n). Orthonormal and its own inverse.

@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fedgate/chacha20.hpp"
+
 namespace fedgate {
 
 // Euclidean norm with double accumulation in a fixed order (eight interleaved partial sums), so the
@@ -31,22 +33,23 @@ std::size_t dequantize(const T* total, std::size_t n, std::uint64_t count, doubl
                        unsigned bits, float* out);
 
 namespace detail {
-// Elements per chunk: its 8 KiB of uint16 keystream is generated into a stack buffer and consumed
-// while it is hot; the SIMD loops prefetch x one chunk ahead, which the keystream pass would
-// otherwise leave the memory system idle for.
+// Elements per chunk, whose tie indices are collected and settled together; the paths that do not
+// draw their own keystream get the chunk's 8 KiB of uint16 words in a stack buffer.
 constexpr std::size_t kQuantChunk = 4096;
 struct QuantConsts {
     double clip;   // clamp bound and offset
     double scale;  // (2^bits - 1) / (2 clip)
     double top;    // 2^bits - 1
 };
-// Each SIMD path handles a prefix of whole vectors and returns its length. It writes
-// q_i = f_i + (h_i < g_i), appends every i with h_i == g_i (a tie, settled afterwards by the
-// caller) to ties[*n_ties++], and ORs into *bad whether it met a non-finite input.
+// Each SIMD path handles a prefix of its input and returns its length. It writes
+// q_i = f_i + (h_i < g_i), appends offset + i for every i with h_i == g_i (a tie, settled
+// afterwards by the caller) to ties[*n_ties++], and sets *bad if it met a non-finite input (it may
+// also set it for finite inputs; the caller then counts exactly).
 struct QuantOut {
     bool* bad;
     std::uint32_t* ties;
     std::size_t* n_ties;
+    std::size_t offset;
 };
 std::size_t quantize_avx2_u16(const float* x, const std::uint16_t* h, std::size_t n,
                               const QuantConsts& c, std::uint16_t* out, const QuantOut& o);
@@ -56,6 +59,15 @@ std::size_t quantize_avx512_u16(const float* x, const std::uint16_t* h, std::siz
                                 const QuantConsts& c, std::uint16_t* out, const QuantOut& o);
 std::size_t quantize_avx512_u32(const float* x, const std::uint16_t* h, std::size_t n,
                                 const QuantConsts& c, std::uint32_t* out, const QuantOut& o);
+// AVX-512 drawing its own keystream: whole batches of 512 elements, whose uint16 words are the 16
+// ChaCha20 blocks from block `counter` on (element 0 at the first byte of that block). x and out
+// are valid for `extent` >= n elements, which the prefetches may reach into.
+std::size_t quantize_avx512_fused_u16(const float* x, std::size_t n, std::size_t extent,
+                                      const ChachaKey& key, std::uint32_t counter,
+                                      const QuantConsts& c, std::uint16_t* out, const QuantOut& o);
+std::size_t quantize_avx512_fused_u32(const float* x, std::size_t n, std::size_t extent,
+                                      const ChachaKey& key, std::uint32_t counter,
+                                      const QuantConsts& c, std::uint32_t* out, const QuantOut& o);
 }  // namespace detail
 
 }  // namespace fedgate
