@@ -8,6 +8,9 @@ patients are held out and the final global model is evaluated on them. The folds
 matrices are summed, so every DS1 beat is classified by a model that never saw its patient, and
 the pooled metrics compare directly with the centralised K-fold figures.
 
+The same run then trains the centralised baseline (``train_centralised.py``'s K-fold, same folds)
+once per ``--central-seeds`` seed, so the JSON holds both and their difference.
+
 Run from the repo root: ``python benchmarks/federated_vs_centralised.py [--folds 4] [sim flags]``
 (prints progress on stderr, one JSON object on the last line of stdout).
 """
@@ -58,6 +61,26 @@ def pooled(confusions: list[list[list[int]]]) -> dict[str, object]:
     return out
 
 
+def centralised(folds: int, seeds: list[int]) -> list[dict[str, object]]:
+    """train_centralised.py's K-fold on the same folds, once per seed (pooled metrics each)."""
+    import train_centralised
+
+    from models import artifacts
+
+    out = []
+    with tempfile.TemporaryDirectory() as cache:
+        art = artifacts.ensure("ecg", Path(cache))
+        for seed in seeds:
+            args = argparse.Namespace(epochs=12, batch=128, lr=2e-3, weights="sqrt", seed=seed,
+                                      folds=folds)
+            res = train_centralised.cross_validate(art, args)
+            val: dict[str, object] = res["validation"]  # type: ignore[assignment]
+            out.append({"seed": seed, "macro_f1": val["macro_f1"], "f1": val["f1"],
+                        "folds": res["folds"]})
+            print(f"centralised seed {seed}: macro-F1 {val['macro_f1']}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,6 +94,8 @@ def main() -> None:
     parser.add_argument("--weighting", choices=["equal", "samples"], default="samples")
     parser.add_argument("--server-lr-decay", type=float, default=0.3)
     parser.add_argument("--server-lr-decay-from", type=int, default=45)
+    parser.add_argument("--central-seeds", default="0,1,2",
+                        help="seeds of the centralised K-fold runs (train_centralised.py)")
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     started = time.monotonic()
@@ -91,12 +116,20 @@ def main() -> None:
                           "confusion": final["confusion"],
                           "exact": all(r.get("aggregate_exact") for r in report["rounds"]),
                           "wall_s": report["wall_s"]})
+    federated = pooled([f["confusion"] for f in folds])
+    central = centralised(args.folds, [int(x) for x in args.central_seeds.split(",") if x])
+    central_mean = float(np.mean([c["macro_f1"] for c in central]))
     result = {
         "area": "federated_vs_centralised", "machine": machine_info(),
         "config": vars(args) | {"quant_bits": 8, "secagg": "full"},
         "folds": [{k: v for k, v in f.items() if k != "confusion"} for f in folds],
-        "pooled": pooled([f["confusion"] for f in folds]),
-        "figures": {"total_s": round(time.monotonic() - started, 1)}, "ratios": {},
+        "pooled": federated, "centralised": central,
+        "figures": {"total_s": round(time.monotonic() - started, 1),
+                    "federated_macro_f1": federated["macro_f1"],
+                    "centralised_macro_f1_mean": round(central_mean, 6),
+                    "federated_minus_centralised": round(
+                        float(federated["macro_f1"]) - central_mean, 6)},
+        "ratios": {},
     }
     print(json.dumps(result))
 
