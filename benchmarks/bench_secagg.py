@@ -463,7 +463,7 @@ def expansion_full_graph(n: int, d: int, qbits: int) -> dict[str, float]:
         "unmask_shares_max": env + 8 + (k + 1) * 44,
     }
     received = {
-        "round_config": env + 64 + 36 * n,
+        "round_config": env + 64 + 36 * n + 1,  # + the DP block of a round without noise
         "key_list": env + 4 + 132 * n,
         "shares_relay": env + 8 + k * (4 + wire.SEALED_SHARE_BYTES),
         "unmask_request": env + 8 + 4 * n,
