@@ -143,9 +143,12 @@ class Orchestrator:
             if base is None:
                 raise InputError("no global model yet: call ensure_initial() first")
             base_version = base.version
+            base_sha = base.checkpoint_sha256
         params = self.params_of(base_version)
         round_no = self.next_round_no()
         config = dict(self.secagg, vector_len=int(params.size))
+        if base_sha is not None:  # the signed config names the model the round trains
+            config.update(model_version=base_version, model_sha256=bytes.fromhex(base_sha))
         ledger = self.ledger
         if ledger is None:
             participants = select_participants(candidates, self.selection)

@@ -155,6 +155,8 @@ class SecAggServer:
         clip: float = 1.0,
         round_id: bytes | None = None,
         noise: wire.RoundNoise | None = None,
+        model_version: int = 0,
+        model_sha256: bytes = bytes(32),
     ) -> Outbound:
         """Start a round: draws the round id and graph seed (CSPRNG), returns the signed config.
 
@@ -188,6 +190,8 @@ class SecAggServer:
             os.urandom(32),
             tuple(wire.Participant(p, self.enrolled[p]) for p in pids),
             noise,
+            model_version,
+            model_sha256,
         )
         try:
             cfg.validate()

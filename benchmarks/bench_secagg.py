@@ -463,7 +463,8 @@ def expansion_full_graph(n: int, d: int, qbits: int) -> dict[str, float]:
         "unmask_shares_max": env + 8 + (k + 1) * 44,
     }
     received = {
-        "round_config": env + 64 + 36 * n + 1,  # + the DP block of a round without noise
+        # head with the base model (100 bytes), participants, the DP block of a round without noise
+        "round_config": env + 100 + 36 * n + 1,
         "key_list": env + 4 + 132 * n,
         "shares_relay": env + 8 + k * (4 + wire.SEALED_SHARE_BYTES),
         "unmask_request": env + 8 + 4 * n,

@@ -278,7 +278,8 @@ class GatewayDaemon:
         self._feed(delivery.round_id, len(delivery.payload),
                    lambda core: core.handle(delivery.payload))
         if self.core.state.stage is GatewayStage.ADVERTISED and self._trainer is not None:
-            self._training = self._trainer.start(self._round_no, self.stats[self._round_no].mark)
+            self._training = self._trainer.start(self._round_no, self.stats[self._round_no].mark,
+                                                 (cfg.model_version, cfg.model_sha256))
             inbox = self.transport.inbox if self.transport is not None else None
             if inbox is not None:
                 self._training.add_done_callback(lambda _f: inbox.put(_WAKE))
@@ -322,6 +323,9 @@ class GatewayDaemon:
         if self._training is not None:
             self._training.cancel()
             self._training = None
+        if (self.core.state.stage is GatewayStage.DONE and stats is not None
+                and stats.model_version > 0 and self._trainer is not None):
+            self._trainer.prefetch(stats.model_version)  # the next round's model, off its path
         log.info("round %d: %s", self._round_no, self.core.state.stage.value)
 
     def _abandon(self) -> None:

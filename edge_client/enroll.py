@@ -107,9 +107,28 @@ class AggregatorClient:
         log.info("enrolled as %s (participant %d)", rec.gateway_id, rec.pid)
         return rec
 
-    def latest_model(self, server_key: bytes, model: str, n_params: int) -> GlobalModel:
-        """Download and verify the newest version's training checkpoint."""
-        meta = self._json("/v1/models/latest")
+    def latest_model(self, server_key: bytes, model: str, n_params: int,
+                     cached: GlobalModel | None = None) -> GlobalModel:
+        """Download and verify the newest version's training checkpoint (``cached`` is returned
+        instead of a second download when the signed manifest names exactly its checkpoint)."""
+        return self._model("/v1/models/latest", server_key, model, n_params, cached)
+
+    def model_at(self, server_key: bytes, model: str, n_params: int, version: int,
+                 checkpoint_sha256: bytes, cached: GlobalModel | None = None) -> GlobalModel:
+        """Version ``version``, whose checkpoint must hash to ``checkpoint_sha256`` (the value a
+        signed round config names); ``cached`` is used when it is that checkpoint."""
+        if cached is not None and cached.version == version and hmac.compare_digest(
+                checkpoint_digest(cached), checkpoint_sha256):
+            return cached
+        found = self._model(f"/v1/models/{int(version)}", server_key, model, n_params, None)
+        if found.version != version or not hmac.compare_digest(checkpoint_digest(found),
+                                                               checkpoint_sha256):
+            raise IntegrityError(f"model version {version} is not the one the round config names")
+        return found
+
+    def _model(self, path: str, server_key: bytes, model: str, n_params: int,
+               cached: GlobalModel | None) -> GlobalModel:
+        meta = self._json(path)
         try:
             manifest_bytes = base64.b64decode(str(meta["manifest"]), validate=True)
             signature = bytes.fromhex(str(meta["signature"]))
@@ -123,6 +142,10 @@ class AggregatorClient:
         name = (manifest.get("config") or {}).get("model")
         if name not in (None, model):
             raise IntegrityError(f"global model is {name!r}, this gateway trains {model!r}")
+        if cached is not None and cached.version == version and hmac.compare_digest(
+                str((cached.manifest.get("checkpoint") or {}).get("sha256")),
+                str(ckpt.get("sha256"))):
+            return cached  # the same signed checkpoint, already verified
         blob = self._request(f"/v1/models/{version}/checkpoint", limit=MAX_BLOB_BYTES)
         if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), str(ckpt.get("sha256"))):
             raise IntegrityError(f"checkpoint of version {version} does not match its manifest")
@@ -140,6 +163,14 @@ class AggregatorClient:
         return self._json(f"/v1/models/{int(version)}/evaluations", {
             "gateway_id": gateway_id, "report": base64.b64encode(report).decode("ascii"),
             "signature": signature.hex()})
+
+
+def checkpoint_digest(model: GlobalModel) -> bytes:
+    """The sha256 of a verified model's checkpoint, as its signed manifest states it."""
+    try:
+        return bytes.fromhex(str(model.manifest["checkpoint"]["sha256"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"model version {model.version} has no checkpoint hash") from exc
 
 
 def verify_manifest(manifest: bytes, signature: bytes, server_key: bytes) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from edge_client.config import TrainingSection
 from edge_client.enroll import AggregatorClient
 from edge_client.evaluation import split
 from edge_client.localdata import LocalData
+from native.errors import FedgateError
 
 if TYPE_CHECKING:
     from models.artifacts import Artifacts
@@ -110,29 +111,71 @@ class RoundTrainer:
         # gets the downloaded model and that hold-out before the fit.
         self.holdout_fraction = holdout_fraction
         self.score = score
+        # The last verified global model: a round whose config names it trains without a download.
+        self._cached: Any = None
+        self._cache_lock = threading.Lock()
 
-    def start(self, round_no: int, mark: Mark) -> Future[Trained]:
+    def start(self, round_no: int, mark: Mark, base: tuple[int, bytes] = (0, bytes(32))
+              ) -> Future[Trained]:
         """Train on a daemon thread: onnxruntime cannot be interrupted, and a SIGTERM must not
-        wait for an epoch to end (the result of a stopped gateway is dropped anyway)."""
+        wait for an epoch to end (the result of a stopped gateway is dropped anyway).
+
+        ``base``: the model version and checkpoint sha256 the signed round config names
+        ((0, zeros): the latest version)."""
         future: Future[Trained] = Future()
 
         def work() -> None:
             if not future.set_running_or_notify_cancel():
                 return
             try:
-                future.set_result(self._train(mark))
+                future.set_result(self._train(mark, base))
             except BaseException as exc:
                 future.set_exception(exc)
 
         threading.Thread(target=work, name=f"fedgate-train-{round_no}", daemon=True).start()
         return future
 
-    def _train(self, mark: Mark) -> Trained:
+    def _global_model(self, base: tuple[int, bytes]) -> Any:
+        version, sha = base
+        with self._cache_lock:
+            cached = self._cached
+        if version:
+            model = self.client.model_at(self.server_key, self.model, self.n_params, version,
+                                         sha, cached)
+        else:
+            model = self.client.latest_model(self.server_key, self.model, self.n_params, cached)
+        with self._cache_lock:
+            self._cached = model
+        return model
+
+    def prefetch(self, after_version: int, within_s: float = 5.0) -> None:
+        """Fetch the version that follows ``after_version`` as soon as the aggregator registers
+        it, on a thread of its own, so the next round starts training without a download.
+
+        The aggregator registers a round's model right after the round's result: this polls the
+        latest manifest (a small request) every 100 ms, from 100 ms after the result (earlier polls
+        would only compete with the registration they wait for) for up to ``within_s`` seconds.
+        """
+        def work() -> None:
+            deadline = time.monotonic() + within_s
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+                try:
+                    model = self._global_model((0, bytes(32)))
+                except FedgateError as exc:
+                    log.debug("prefetch of the next global model: %s", exc)
+                    return
+                if model.version > after_version:
+                    return
+
+        threading.Thread(target=work, name="fedgate-prefetch", daemon=True).start()
+
+    def _train(self, mark: Mark, base: tuple[int, bytes]) -> Trained:
         from models.trainer import TrainConfig
 
         mark("train_start")
         started = time.perf_counter()
-        model = self.client.latest_model(self.server_key, self.model, self.n_params)
+        model = self._global_model(base)
         downloaded = time.perf_counter()
         mark("downloaded")
         (inputs, labels), holdout = split(self.data, self.holdout_fraction)

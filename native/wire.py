@@ -68,7 +68,8 @@ __all__ = [
     "verify_key_entry",
 ]
 
-# Version 2 added the DP block of ROUND_CONFIG (native/round_noise.py).
+# Version 2 added the DP block of ROUND_CONFIG (native/round_noise.py) and the base model it
+# trains (version and checkpoint sha256).
 WIRE_VERSION = 2
 MAGIC = b"FGSA"
 HEADER = struct.Struct("<4sHBx16sII")
@@ -79,7 +80,7 @@ MAX_PARTICIPANTS = 1 << 16
 MAX_VECTOR_LEN = 1 << 26
 SHARE_BYTES = 40
 SEALED_SHARE_BYTES = 24 + 2 * SHARE_BYTES + 16
-_CONFIG = struct.Struct("<IIIBBHIdI32s")
+_CONFIG = struct.Struct("<IIIBBHIdI32sI32s")
 _U32 = struct.Struct("<I")
 _PARTICIPANT = struct.Struct("<I32s")
 _KEY_ENTRY = struct.Struct("<I32s32s64s")
@@ -123,6 +124,9 @@ class RoundConfig:
     graph_seed: bytes
     participants: tuple[Participant, ...]
     noise: RoundNoise | None = None  # distributed DP; None: a round without noise
+    # The global model the round trains (0 and zeros: not named; gateways take the latest).
+    model_version: int = 0
+    model_sha256: bytes = bytes(32)
 
     @property
     def masked_len(self) -> int:
@@ -151,6 +155,10 @@ class RoundConfig:
             raise WireError("clip must be finite and positive")
         if not 1 <= self.vector_len <= MAX_VECTOR_LEN:
             raise WireError("vector length out of range")
+        if not 0 <= self.model_version < 1 << 32 or len(self.model_sha256) != 32:
+            raise WireError("model version or checkpoint hash out of range")
+        if (self.model_version == 0) != (self.model_sha256 == bytes(32)):
+            raise WireError("a round names its model version and checkpoint hash together")
         peak = n * self.max_weight * ((1 << self.quant_bits) - 1)
         if max(peak, n * self.max_weight) >= 1 << self.ring_bits:
             raise WireError(f"ring of {self.ring_bits} bits can wrap for n = {n}")
@@ -354,6 +362,8 @@ def _body(msg: Message) -> bytes:
             msg.clip,
             msg.vector_len,
             msg.graph_seed,
+            msg.model_version,
+            msg.model_sha256,
         )
         parts = b"".join(_PARTICIPANT.pack(p.pid, p.identity_key) for p in msg.participants)
         return head + parts + encode_block(msg.noise)
@@ -463,7 +473,7 @@ class _Reader:
 
 def _parse(kind: MsgType, r: _Reader) -> Message:
     if kind is MsgType.ROUND_CONFIG:
-        n, degree, t, qb, rb, _, maxw, clip, d, seed = r.unpack(_CONFIG)
+        n, degree, t, qb, rb, _, maxw, clip, d, seed, model_version, model_sha = r.unpack(_CONFIG)
         if (
             not isinstance(n, int)
             or n > MAX_PARTICIPANTS
@@ -475,7 +485,7 @@ def _parse(kind: MsgType, r: _Reader) -> Message:
         )
         noise = decode_block(r.take(len(r.data) - r.pos))
         cfg = RoundConfig(degree, t, qb, rb, maxw, clip, d, seed, parts,  # type: ignore[arg-type]
-                          noise)
+                          noise, model_version, model_sha)  # type: ignore[arg-type]
         cfg.validate()
         return cfg
     if kind is MsgType.ADVERTISE_KEYS:

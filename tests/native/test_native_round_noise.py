@@ -39,7 +39,7 @@ def test_dp_config_round_trips_and_pins_its_layout() -> None:
     assert data[4:6] == b"\x02\x00"  # wire version 2
     env = wire.decode(data)
     assert env.message == cfg
-    block = _body(cfg)[64 + 4 * 36:]
+    block = _body(cfg)[100 + 4 * 36:]
     assert len(block) == round_noise.BLOCK_BYTES == 40
     assert block == struct.pack("<BBHQQddI", 1, 0, 0, 30_000, 1, 1.0, 25_000.0, 4)
     assert cfg.masked_len == 1024 + 1 and _config(None).masked_len == 1000 + 1
@@ -72,7 +72,7 @@ def test_skellam_and_rational_variance_round_trip() -> None:
 def test_garbage_in_the_noise_block_is_a_wire_error(mutate: object, message: str) -> None:
     data = wire.encode(_config(), RID, 0, KEY)
     head, body = data[:32], data[32:-64]
-    cut = 64 + 4 * 36
+    cut = 100 + 4 * 36
     new_body = body[:cut] + mutate(body[cut:])  # type: ignore[operator]
     forged = head[:28] + struct.pack("<I", len(new_body)) + new_body + data[-64:]
     with pytest.raises(WireError, match=message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import struct
@@ -72,11 +73,23 @@ def test_golden_header_bytes() -> None:
 
 def test_config_body_layout() -> None:
     body = wire.encode(_config(), RID, 0, KEY)[32:-64]
-    head = struct.unpack_from("<IIIBBHIdI32s", body)
-    assert head == (4, 3, 3, 8, 16, 0, 1, 1.5, 1000, b"\x07" * 32)
-    assert struct.calcsize("<IIIBBHIdI32s") == 64
-    assert body[64:100] == struct.pack("<I", 1) + b"\x01" * 32
-    assert body[-1:] == b"\x00" and len(body) == 64 + 4 * 36 + 1  # no DP block
+    head = struct.unpack_from("<IIIBBHIdI32sI32s", body)
+    assert head == (4, 3, 3, 8, 16, 0, 1, 1.5, 1000, b"\x07" * 32, 0, bytes(32))
+    assert struct.calcsize("<IIIBBHIdI32sI32s") == 100
+    assert body[100:136] == struct.pack("<I", 1) + b"\x01" * 32
+    assert body[-1:] == b"\x00" and len(body) == 100 + 4 * 36 + 1  # no DP block
+
+
+def test_config_names_its_base_model() -> None:
+    cfg = dataclasses.replace(_config(), model_version=7, model_sha256=b"\x09" * 32)
+    body = wire.encode(cfg, RID, 0, KEY)[32:-64]
+    assert body[64:100] == struct.pack("<I", 7) + b"\x09" * 32
+    assert wire.decode(wire.encode(cfg, RID, 0, KEY)).message == cfg
+    for bad in (dict(model_version=7), dict(model_sha256=b"\x09" * 32),
+                dict(model_version=-1, model_sha256=b"\x09" * 32),
+                dict(model_version=1, model_sha256=b"short")):
+        with pytest.raises(WireError):
+            dataclasses.replace(_config(), **bad).validate()  # type: ignore[arg-type]
 
 
 def test_advertise_signed_bytes_match_message() -> None:
