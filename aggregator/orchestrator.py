@@ -149,7 +149,7 @@ class Orchestrator:
         config = dict(self.secagg, vector_len=int(params.size))
         if base_sha is not None:  # the signed config names the model the round trains
             config.update(model_version=base_version, model_sha256=bytes.fromhex(base_sha))
-        ledger = self.ledger
+        ledger, noise = self.ledger, None
         if ledger is None:
             participants = select_participants(candidates, self.selection)
         else:
@@ -157,7 +157,8 @@ class Orchestrator:
             participants = poisson_select(candidates, ledger.config.sampling_rate,
                                           sel.min_participants, sel.max_participants)
             config.update(self._noise_config(ledger, len(participants), int(params.size)))
-            ledger.check_budget(config["noise"].params(config["threshold"], int(params.size)))
+            noise = config["noise"].params(config["threshold"], int(params.size))
+            ledger.check_budget(noise)
         opened = time.monotonic()
         outcome = self.runner.run(round_no, participants, stage_timeout_s=stage_timeout_s,
                                   **config)
@@ -168,8 +169,7 @@ class Orchestrator:
         delta = outcome.result.weighted_mean()
         new_params, self.optimizer = apply(self.strategy, params, delta, self.optimizer,
                                            round_no)
-        spent = None if ledger is None else ledger.spend(
-            config["noise"].params(config["threshold"], int(params.size)))
+        spent = None if ledger is None or noise is None else ledger.spend(noise)
         with self.db.session() as session:
             row = self._register(session, new_params, parent=base_version, round_no=round_no,
                                  participants=len(outcome.result.included), dp=spent)

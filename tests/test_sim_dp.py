@@ -3,6 +3,7 @@ signed ledger in the report and over REST, the budget stop, and garbage DP flags
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -71,3 +72,14 @@ def test_sample_weighted_rounds_are_exact_and_dp_refuses_weights(tmp_path: Path)
         SimConfig(weighting="samples", dp_noise_multiplier=1.0).check()
     with pytest.raises(ConfigError, match="weighting"):
         SimConfig(weighting="by-age").check()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("flags", [
+    ["--weighting", "by-age"], ["--server-lr-decay", "0"], ["--server-lr-decay", "1.5"],
+    ["--server-lr-decay", "x"], ["--server-lr-decay-from", "-1"],
+])
+def test_garbage_strategy_flags_exit_with_status_2(tmp_path: Path, flags: list[str]) -> None:
+    # argparse refuses what it cannot parse (exit 2 via SystemExit); the config check the rest.
+    with pytest.raises(SystemExit) if flags[1] in ("by-age", "x") else contextlib.nullcontext():
+        assert main(["sim", "--out", str(tmp_path / "o"), *flags]) == 2
+    assert not (tmp_path / "o" / "report.json").exists()
